@@ -6,16 +6,18 @@ it needs. The trainer calls the hooks in this order (see :func:`reglab.trainer.f
 
     apply_model -> make_optimizer / make_scheduler -> on_fit_start
     per epoch:  on_epoch_start
-        per batch:  transform_batch (train only) -> forward -> loss -> backward
-                    -> after_backward -> optimizer step -> after_step
-        evaluate -> on_epoch_end
+        per batch:  transform_batch (train only) -> [train_step, or: forward -> loss -> backward
+                    -> after_backward -> optimizer step] -> after_step
+        evaluate (batch_metrics) -> on_epoch_end
     on_fit_end
 
 Every tensor a hook sees has a leading *seed* dimension S: the trainer trains S seeds of one
 configuration at once (S = 1 for a single run). Batches are ``x: (S, B, ...)``, ``y: (S, B, ...)``;
 per-seed losses are ``(S,)``; ``run.model.stacked()`` gives every parameter as ``(S, ...)``.
-Random draws use ``run.generators[s]``, one generator per seed, so a seed's randomness is the same
-whether it trains alone or in a group, and it survives checkpoint/resume through ``state_dict``.
+Random draws use ``run.generators[s]``, one CPU generator per seed (draw on the CPU, then move the
+small tensor to ``run.device``), so a seed's randomness is the same whether it trains alone or in a
+group and on any device; the trainer checkpoints these generators. A technique's own state goes
+through ``state_dict``/``load_state_dict``.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ class Technique:
     source: ClassVar[str] = ""
     #: at most one technique of an exclusive kind per run; a later one replaces the earlier one
     exclusive: ClassVar[bool] = False
-    #: batch transforms run in increasing ``order`` (geometric augmentation before mixup)
+    #: hooks of several techniques run in increasing ``order`` (geometric augmentation before mixup;
+    #: warmup's LR multiplier is removed before a per-step schedule steps)
     order: ClassVar[int] = 50
     #: ``True`` when the technique can train several seeds at once; otherwise the reason it can't
     group_ok: ClassVar[bool | str] = True
@@ -85,9 +88,19 @@ class Technique:
         """Training batches only: ``x`` float (S, B, ...) before normalization, ``y`` (S, B, ...)."""
         return x, y
 
+    def train_step(self, run: Run, x: Tensor, y: Tensor) -> Tensor | None:
+        """Replace the default forward/loss/backward/step: do the step(s) and return the detached
+        per-seed training loss ``(S,)``; ``None`` keeps the default (e.g. deep supervision)."""
+        return None
+
     def loss(self, run: Run, loss: Tensor, out: Tensor, y: Tensor, x: Tensor) -> Tensor:
         """Return the per-seed training loss ``(S,)``, e.g. with a penalty added."""
         return loss
+
+    def batch_metrics(self, run: Run, out: Tensor, y: Tensor, x: Tensor) -> dict[str, Tensor]:
+        """Extra evaluation metrics: per-seed *sums* over the batch's examples ``(S,)``; the trainer
+        divides by the number of examples (e.g. exact-puzzle accuracy)."""
+        return {}
 
     def after_backward(self, run: Run) -> None: ...
 
@@ -104,3 +117,9 @@ class Technique:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def per_seed(run: Run, draw: Any) -> Tensor:
+    """``stack([draw(g) for g in run.generators])`` moved to ``run.device``: per-seed random draws
+    (shape ``(S, ...)``) made on the CPU from each seed's own generator."""
+    return torch.stack([draw(g) for g in run.generators]).to(run.device)

@@ -1,0 +1,78 @@
+"""Text listings for ``reglab list``: datasets, models, techniques and studies with their options."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _constraints(info: FieldInfo) -> str:
+    parts = []
+    for meta in info.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if (v := getattr(meta, attr, None)) is not None:
+                parts.append(f"{sym} {v}")
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
+def _type(info: FieldInfo) -> str:
+    ann = info.annotation
+    text = getattr(ann, "__name__", None) or str(ann)
+    return text.replace("typing.", "")
+
+
+def datasets() -> str:
+    from . import options
+    from .data import DATASETS, _import_loaders
+
+    _import_loaders()
+    lines = ["DATASETS  (reglab train --dataset NAME --data-opt key=value)"]
+    for name, entry in sorted(DATASETS.items()):
+        shown = f"{name}:PATH" if entry.takes_path else name
+        lines.append(f"  {shown:<18} {entry.summary}")
+        for opt, ann, default in options.option_table(entry.loader):
+            lines.append(f"      {opt}: {ann} = {_fmt(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def models() -> str:
+    from . import options
+    from .models import MODELS, _import_builders
+
+    _import_builders()
+    lines = ["MODELS  (reglab train --model NAME --model-opt key=value)"]
+    for name, entry in sorted(MODELS.items()):
+        lines.append(f"  {name:<18} {entry.summary}")
+        for opt, ann, default in options.option_table(entry.builder):
+            lines.append(f"      {opt}: {ann} = {_fmt(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def techniques() -> str:
+    from .techniques import TECHNIQUES, _discover
+
+    _discover()
+    lines = ["TECHNIQUES  (reglab train -t name:knob=value,...; one technique per exclusive kind)"]
+    for name, cls in sorted(TECHNIQUES.items(), key=lambda kv: (kv[1].kind, kv[0])):
+        flags = " (exclusive)" if cls.exclusive else ""
+        group = "" if cls.group_ok is True else "  [one seed at a time]"
+        lines.append(f"  {name:<18} {cls.kind}{flags} -- {cls.source}{group}")
+        for knob, info in cls.Knobs.model_fields.items():
+            desc = f"  {info.description}" if info.description else ""
+            lines.append(f"      {knob}: {_type(info)} = {_fmt(info.default)}{_constraints(info)}{desc}")
+    return "\n".join(lines) + "\n"
+
+
+def studies() -> str:
+    try:
+        from .study.builtin import BUILTIN
+    except ImportError:
+        return "STUDIES\n  (none)\n"
+    lines = ["STUDIES  (reglab study NAME)"]
+    for name, (path, summary) in sorted(BUILTIN.items()):
+        lines.append(f"  {name:<22} {summary}")
+    return "\n".join(lines) + "\n"

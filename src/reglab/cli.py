@@ -1,0 +1,142 @@
+"""The ``reglab`` command line: train, list, study, report, audit.
+
+Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import ReglabError
+
+app = typer.Typer(
+    help="reglab: compose regularization techniques onto a baseline, run multi-seed ablations, report what helped.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        _mount_optional()
+        app()
+    except ReglabError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+def _mount_optional() -> None:
+    from .audit.cli import app as audit_app
+
+    app.add_typer(audit_app, name="audit", help="Data checks: near-duplicates (leakage) and record linkage.")
+
+
+def _options(pairs: list[str], what: str) -> dict[str, Any]:
+    from .config import parse_assignment
+
+    out = {}
+    for pair in pairs:
+        try:
+            key, value = parse_assignment(pair)
+        except ReglabError as err:
+            raise ReglabError(f"{what}: {err}") from None
+        out[key] = value
+    return out
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/YAML/JSON run config; flags override it")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="dataset: mnist1d (default), digits, mnist, cifar10, csv:PATH, ...")] = None,
+    data_opt: Annotated[list[str], typer.Option("--data-opt", help="dataset option key=value (repeat)")] = [],  # noqa: B006
+    model: Annotated[Optional[str], typer.Option(help="model: mlp (default), convnet, resnet, ...")] = None,
+    model_opt: Annotated[list[str], typer.Option("--model-opt", "-m", help="model option key=value, e.g. hidden=[512,256] (repeat)")] = [],  # noqa: B006
+    technique: Annotated[list[str], typer.Option("--technique", "-t", help="technique name[:knob=value,...], e.g. adamw:lr=1e-3 (repeat)")] = [],  # noqa: B006
+    epochs: Annotated[Optional[int], typer.Option(help="maximum epochs [default: 30]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="batch size [default: 64]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="run seed [default: 0]")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="validation metric selecting the best epoch")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:N, mps")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: runs/train-<time>]")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the final metrics as one JSON line (last line of stdout)")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train one configuration (one seed); write metrics, checkpoints and plots to the run folder."""
+    from .config import load_file, parse_config, parse_technique
+
+    raw: dict[str, Any] = load_file(config) if config else {}
+    flags = {"dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+             "metric": metric, "device": device}
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    if data_opt:
+        raw["dataset_options"] = {**raw.get("dataset_options", {}), **_options(data_opt, "--data-opt")}
+    if model_opt:
+        raw["model_options"] = {**raw.get("model_options", {}), **_options(model_opt, "--model-opt")}
+    if technique:
+        raw["techniques"] = [*raw.get("techniques", []), *(parse_technique(t) for t in technique)]
+    cfg = parse_config(raw, "config" if config is None else str(config))
+    if resume and out is None:
+        raise ReglabError("--resume needs --out (the run folder to continue)")
+    run_dir = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    if run_dir.exists() and not resume and any(run_dir.glob("*.pt")):
+        raise ReglabError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --out")
+
+    from .trainer import fit
+
+    result = fit(cfg, run_dir=run_dir, resume=resume, progress=progress)[0]
+    write_run(run_dir, result)
+    m = result.metrics
+    summary = {k: m[k] for k in ("test_accuracy", "val_accuracy", "test_loss", "val_loss", "test_rmse", "val_rmse",
+                                 "test_f1_micro", "val_f1_micro") if k in m}
+    summary.update(epochs=m["epochs"], best_epoch=m["best_epoch"], seconds=round(m["seconds"], 3), run_dir=str(run_dir))
+    typer.echo(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()),
+               err=as_json)
+    if as_json:
+        typer.echo(json.dumps({**m, "run_dir": str(run_dir)}))
+
+
+def write_run(run_dir: Path, result: Any) -> None:
+    """config.json, metrics.csv (per epoch), metrics.json (final) and PNG plots of one run."""
+    from . import plots
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(result.config, indent=2))
+    keys = list(dict.fromkeys(k for r in result.history for k in r))
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(result.history)
+    (run_dir / "metrics.json").write_text(json.dumps({"seed": result.seed, **result.metrics}, indent=2))
+    metric = result.config.get("metric") or next((k for k in ("val_accuracy", "val_f1_micro", "val_rmse") if k in keys), "val_loss")
+    plots.learning_curves({"run": [result.history]}, metric, run_dir / "learning_curves.png")
+    if result.trajectory:
+        plots.trajectories({"run": [result.trajectory]}, run_dir / "trajectory.png")
+
+
+@app.command("list")
+def list_(
+    what: Annotated[str, typer.Argument(help="datasets, models, techniques or studies (default: all)")] = "all",
+) -> None:
+    """List datasets, models, techniques and built-in studies with their options and defaults."""
+    from . import catalog
+
+    sections = {"datasets": catalog.datasets, "models": catalog.models, "techniques": catalog.techniques,
+                "studies": catalog.studies}
+    if what != "all" and what not in sections:
+        raise ReglabError(f"unknown list '{what}' (allowed: all, {', '.join(sections)})")
+    for name, render in sections.items():
+        if what in ("all", name):
+            typer.echo(render())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The run configuration: what to train, with which techniques, for how long.
+
+A :class:`RunConfig` is plain data (it round-trips through JSON, TOML and YAML). Techniques are a list
+of ``{"name": ..., knob: value}`` tables; :func:`resolve_techniques` validates them and applies the
+composition rule: an exclusive kind (the optimizer, the main LR schedule) holds one technique, so a
+later ``adamw`` replaces an earlier ``sgd``; any other technique given twice keeps its last knobs.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ReglabError
+from .options import format_validation_error
+
+#: the optimizer used when a configuration names none
+DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adam", "lr": 1e-3}
+
+
+class RunConfig(BaseModel):
+    """One training configuration (one seed or several seeds of it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("mnist1d", description="dataset name, or name:PATH (csv:, imagefolder:)")
+    dataset_options: dict[str, Any] = Field(default_factory=dict, description="loader options")
+    model: str = Field("mlp", description="model name (reglab list models)")
+    model_options: dict[str, Any] = Field(default_factory=dict, description="model builder options")
+    techniques: list[dict[str, Any]] = Field(default_factory=list, description="[{name=..., knob=value}]")
+    epochs: int = Field(30, ge=1, description="maximum number of epochs")
+    batch_size: int = Field(64, ge=1, description="training batch size")
+    eval_batch_size: int = Field(1024, ge=1, description="evaluation batch size")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of train carved out for validation")
+    split_seed: int = Field(0, description="seed of the train/validation split (fixed across run seeds)")
+    seed: int = Field(0, description="run seed: initialization, data order, augmentation, dropout")
+    metric: str | None = Field(None, description="validation metric that selects the best epoch")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    amp: Literal["auto", "off", "bf16"] = Field("auto", description="bf16 autocast (auto: on CUDA)")
+    compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    channels_last: Literal["auto", "off", "on"] = Field("auto", description="channels_last for convnets on CUDA")
+
+    def with_techniques(self, extra: list[dict[str, Any]]) -> RunConfig:
+        return self.model_copy(update={"techniques": [*self.techniques, *extra]})
+
+
+def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
+    """Validate a dict into a :class:`RunConfig` (one-line error naming the field)."""
+    try:
+        config = RunConfig(**raw)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        if first["type"] == "extra_forbidden":
+            field = ".".join(map(str, first["loc"]))
+            allowed = ", ".join(RunConfig.model_fields)
+            raise ReglabError(f"{where}: unknown field '{field}' (allowed: {allowed})") from None
+        raise ReglabError(format_validation_error(err, where)) from None
+    resolve_techniques(config.techniques)  # validate names and knobs up front
+    return config
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON file into a dict (one-line error if missing or malformed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReglabError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ReglabError(f"{path}: unknown config format '{path.suffix}' (allowed: .toml, .yaml, .yml, .json)")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ReglabError(f"{path}: cannot parse: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ReglabError(f"{path}: expected a table of settings at the top level")
+    return data
+
+
+def resolve_techniques(specs: list[dict[str, Any]], default_optimizer: bool = True) -> list:
+    """Validated :class:`~reglab.techniques.Technique` objects, one per slot, in order.
+
+    A technique that takes the slot of an earlier one replaces it at the later position.
+    """
+    from .techniques import make
+
+    slots: dict[str, Any] = {}
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ReglabError(f"techniques[{i}]: expected a table with a 'name' (got {spec!r})")
+        knobs = {k: v for k, v in spec.items() if k != "name"}
+        technique = make(str(spec["name"]), **knobs)
+        slots.pop(technique.slot, None)
+        slots[technique.slot] = technique
+    if default_optimizer and "optimizer" not in slots:
+        spec = dict(DEFAULT_OPTIMIZER)
+        slots = {"optimizer": make(spec.pop("name"), **spec), **slots}
+    return list(slots.values())
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"lr=1e-3"`` -> ``("lr", 0.001)``; values parsed as JSON when they can be, else strings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ReglabError(f"expected key=value, got '{text}'")
+    return key.strip(), parse_value(value.strip())
+
+
+def parse_value(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def parse_technique(text: str) -> dict[str, Any]:
+    """CLI form ``"adamw:lr=1e-3,weight_decay=0.05"`` -> ``{"name": "adamw", "lr": 0.001, ...}``.
+
+    Commas inside brackets belong to the value: ``"multistep:milestones=[10,20]"``.
+    """
+    name, _, rest = text.partition(":")
+    spec: dict[str, Any] = {"name": name.strip()}
+    depth, start = 0, 0
+    parts = []
+    for i, ch in enumerate(rest):
+        depth += ch in "[{("
+        depth -= ch in "]})"
+        if ch == "," and depth == 0:
+            parts.append(rest[start:i])
+            start = i + 1
+    parts.append(rest[start:])
+    for part in filter(None, (p.strip() for p in parts)):
+        key, value = parse_assignment(part)
+        spec[key] = value
+    return spec

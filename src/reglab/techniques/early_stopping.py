@@ -1,0 +1,136 @@
+"""Early stopping on the run's validation metric, always restoring the best weights.
+
+Criteria (Prechelt, "Early Stopping -- But When?", Neural Networks: Tricks of the Trade, 1998),
+with ``E_va(t)`` the validation error after epoch t, ``E_opt(t) = min_{t' <= t} E_va(t')`` and
+``E_tr`` the training error:
+
+- ``patience``: stop when the validation error has not improved by more than ``min_delta`` for
+  ``patience`` epochs.
+- ``GL``: generalization loss ``GL(t) = 100 * (E_va(t) / E_opt(t) - 1)``; stop when ``GL(t) > alpha``.
+- ``PQ``: at the end of each strip of ``k`` epochs, training progress
+  ``P_k(t) = 1000 * (sum_{t'=t-k+1..t} E_tr(t') / (k * min_{t'} E_tr(t')) - 1)``; stop when
+  ``GL(t) / P_k(t) > alpha``.
+- ``UP``: stop at the end of a strip when the validation error rose over each of the last ``s``
+  strips: ``E_va(t) > E_va(t-k) > ... `` i.e. ``E_va(t - j k) > E_va(t - (j+1) k)`` for j < s.
+
+The error is the run's selection metric (``config.metric``) when it is minimized (a loss), and
+``1 - metric`` when it is maximized (an accuracy); E_tr is the matching ``train_`` metric (or the
+train loss). Whatever the criterion, the weights of the best epoch (Prechelt's E_opt) are restored
+at the end (``restore_best``). The stopper keeps no state of its own: every decision is a function
+of the recorded history, which the checkpoint holds.
+
+Knobs: criterion="patience", patience=10, min_delta=0, alpha=5 (GL, PQ), strip=5 (k), successive=3
+(s), restore_best=True.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Knobs, Technique
+
+
+def should_stop(
+    criterion: str,
+    val_error: list[float],
+    train_error: list[float],
+    *,
+    patience: int = 10,
+    min_delta: float = 0.0,
+    alpha: float = 5.0,
+    strip: int = 5,
+    successive: int = 3,
+) -> bool:
+    """Whether to stop after the last epoch of ``val_error`` (errors per epoch, lower is better)."""
+    t = len(val_error)
+    if t == 0:
+        return False
+    if criterion == "patience":
+        best, last_improvement = math.inf, 0
+        for epoch, err in enumerate(val_error, start=1):
+            if err < best - min_delta:
+                best, last_improvement = err, epoch
+        return t - last_improvement >= patience
+    e_opt = min(val_error)
+    gl = _generalization_loss(val_error[-1], e_opt)
+    if criterion == "GL":
+        return gl > alpha
+    if t % strip != 0:  # PQ and UP are evaluated at the end of strips only
+        return False
+    if criterion == "PQ":
+        window = train_error[-strip:]
+        progress = 1000.0 * (sum(window) / (strip * min(window)) - 1.0) if min(window) > 0 else 0.0
+        return gl > 0 and (progress <= 0 or gl / progress > alpha)
+    if criterion == "UP":
+        if t - successive * strip < strip:
+            return False
+        return all(val_error[t - 1 - j * strip] > val_error[t - 1 - (j + 1) * strip] for j in range(successive))
+    raise ValueError(f"unknown criterion {criterion}")
+
+
+def _generalization_loss(e_va: float, e_opt: float) -> float:
+    if e_opt <= 0:
+        return math.inf if e_va > 0 else 0.0
+    return 100.0 * (e_va / e_opt - 1.0)
+
+
+class EarlyStopping(Technique):
+    name = "early_stopping"
+    kind = "stopping"
+    exclusive = True
+    source = "Prechelt 1998, Early Stopping -- But When?"
+
+    class Knobs(Knobs):
+        criterion: Literal["patience", "GL", "PQ", "UP"] = Field("patience", description="stopping rule")
+        patience: int = Field(10, ge=1, description="epochs without improvement (patience)")
+        min_delta: float = Field(0.0, ge=0, description="smallest improvement that counts (patience)")
+        alpha: float = Field(5.0, gt=0, description="threshold of GL_alpha and PQ_alpha")
+        strip: int = Field(5, ge=1, description="strip length k of PQ and UP")
+        successive: int = Field(3, ge=1, description="number s of successive rising strips (UP)")
+        restore_best: bool = Field(True, description="restore the best epoch's weights at the end")
+
+    def __init__(self, **knobs):  # noqa: ANN003
+        super().__init__(**knobs)
+        self._stop_state: dict | None = None  # weights of seeds at their stop (group, no restore)
+
+    def errors(self, run, s: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
+        """(validation errors, training errors) of seed ``s`` so far."""
+        history = run.history[s]
+        sign = (lambda v: 1.0 - v) if run.maximize else (lambda v: v)
+        train_key = "train_" + run.metric.removeprefix("val_")
+        if not all(train_key in r for r in history):
+            train_key, sign_tr = "train_loss", (lambda v: v)
+        else:
+            sign_tr = sign
+        return [sign(r[run.metric]) for r in history], [sign_tr(r[train_key]) for r in history]
+
+    def on_epoch_end(self, run):  # noqa: ANN001, ANN201
+        k = self.knobs
+        newly = []
+        for s in range(run.size):
+            if run.stopped[s]:
+                continue
+            val_error, train_error = self.errors(run, s)
+            if should_stop(k.criterion, val_error, train_error, patience=k.patience, min_delta=k.min_delta,
+                           alpha=k.alpha, strip=k.strip, successive=k.successive):
+                run.stopped[s] = True
+                newly.append(s)
+        if newly and not k.restore_best and run.size > 1:
+            # the group keeps training the other seeds: keep this seed's weights as they were at its stop
+            if self._stop_state is None:
+                self._stop_state = run.model.snapshot()
+            run.model.copy_members(self._stop_state, run.model.live(), newly)
+
+    def on_fit_end(self, run):  # noqa: ANN001, ANN201
+        if self.knobs.restore_best:
+            run.model.restore(run.best_state)
+        elif self._stop_state is not None:
+            run.model.restore(self._stop_state, [s for s in range(run.size) if run.stopped[s]])
+
+    def state_dict(self):  # noqa: ANN201
+        return {"stop_state": self._stop_state}
+
+    def load_state_dict(self, state):  # noqa: ANN001, ANN201
+        self._stop_state = state.get("stop_state")

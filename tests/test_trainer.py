@@ -1,0 +1,123 @@
+"""The training loop: determinism, resume equals uninterrupted, seeds in a group equal seeds alone."""
+import math
+
+import pytest
+import torch
+
+from reglab.config import RunConfig
+from reglab.trainer import fit
+
+from conftest import image_data
+
+
+def config(**kw):
+    base = dict(dataset="mnist1d", model="mlp", model_options={"hidden": [32, 32]}, epochs=4, batch_size=128,
+                progress=None)
+    base.pop("progress")
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def timeless(history):
+    """A history without its wall-clock fields (the only thing allowed to differ between runs)."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def metrics_equal(a, b, tol=0.0):
+    for key, value in a.metrics.items():
+        if "seconds" in key or key == "group_size":
+            continue
+        assert math.isclose(value, b.metrics[key], rel_tol=tol, abs_tol=tol), (key, value, b.metrics[key])
+
+
+def test_default_run_learns_mnist1d():
+    result = fit(config(epochs=8, batch_size=64, model_options={"hidden": [128, 128]}), progress=False)[0]
+    assert result.metrics["test_accuracy"] > 0.35  # chance is 0.10
+    assert len(result.history) == 8
+    assert all("test_loss" not in r for r in result.history), "the test split must not be evaluated per epoch"
+    assert result.metrics["best_epoch"] == max(range(8), key=lambda e: result.history[e]["val_accuracy"]) + 1
+
+
+def test_same_seed_same_run_different_seed_different_run():
+    cfg = config(techniques=[{"name": "dropout", "p": 0.2}, {"name": "crop", "padding": 2}])
+    a, b = fit(cfg, progress=False)[0], fit(cfg, progress=False)[0]
+    assert timeless(a.history) == timeless(b.history)
+    c = fit(cfg.model_copy(update={"seed": 1}), progress=False)[0]
+    assert timeless(c.history) != timeless(a.history)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class CrashAt:
+    """A callback that kills the run during epoch ``epoch``'s end (before its checkpoint)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, run):
+        if run.epoch == self.epoch:
+            raise Interrupt
+
+
+@pytest.mark.parametrize("techniques", [
+    [{"name": "sgd", "lr": 0.05}, {"name": "dropout", "p": 0.3}, {"name": "crop", "padding": 3},
+     {"name": "mixup", "alpha": 0.4}, {"name": "onecycle"}, {"name": "trajectory"}],
+    [{"name": "adam", "lr": 3e-3}, {"name": "batchnorm"}, {"name": "plateau", "patience": 0, "factor": 0.5},
+     {"name": "early_stopping", "patience": 2}, {"name": "warmup", "epochs": 1}],
+])
+def test_resume_equals_uninterrupted(tmp_path, techniques):
+    cfg = config(epochs=6, techniques=techniques)
+    whole = fit(cfg, run_dir=tmp_path / "whole", progress=False)[0]
+    with pytest.raises(Interrupt):
+        fit(cfg, run_dir=tmp_path / "cut", callbacks=(CrashAt(3),), progress=False)
+    resumed = fit(cfg, run_dir=tmp_path / "cut", resume=True, progress=False)[0]
+    assert timeless(resumed.history) == timeless(whole.history)  # same epochs, same numbers, same stopping epoch
+    assert resumed.trajectory == whole.trajectory
+    metrics_equal(resumed, whole)
+
+
+def test_resume_of_a_finished_run_recomputes_nothing(tmp_path):
+    cfg = config(epochs=2)
+    first = fit(cfg, run_dir=tmp_path, progress=False)[0]
+    again = fit(cfg, run_dir=tmp_path, resume=True, progress=False)[0]
+    assert timeless(again.history) == timeless(first.history)
+    metrics_equal(again, first)
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+    from reglab.errors import ReglabError
+
+    fit(config(epochs=1), run_dir=tmp_path, progress=False)
+    with pytest.raises(ReglabError, match="another configuration"):
+        fit(config(epochs=1, batch_size=64), run_dir=tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("techniques", [
+    [{"name": "sgd", "lr": 0.05}],
+    [{"name": "adamw", "lr": 2e-3}, {"name": "batchnorm"}, {"name": "crop", "padding": 1}, {"name": "flip"},
+     {"name": "mixup"}, {"name": "label_smoothing"}, {"name": "max_norm", "c": 1.0}, {"name": "l1", "lam": 1e-5},
+     {"name": "cosine"}, {"name": "early_stopping", "patience": 1}],
+])
+def test_seed_in_group_equals_seed_alone(techniques):
+    data = image_data()
+    cfg = RunConfig(model="mlp", model_options={"hidden": [32]}, epochs=5, batch_size=32, techniques=techniques)
+    group = fit(cfg, seeds=[3, 7, 11], data=data, progress=False)
+    alone = fit(cfg, seeds=[7], data=data, progress=False)[0]
+    assert group[1].seed == 7
+    assert len(group[1].history) == len(alone.history)
+    for rg, ra in zip(group[1].history, alone.history):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert rg[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5), key
+    metrics_equal(group[1], alone, tol=1e-4)
+    assert group[0].history != group[1].history  # seeds differ from each other
+
+
+def test_bad_seeds_and_metric():
+    from reglab.errors import ReglabError
+
+    with pytest.raises(ReglabError, match="distinct"):
+        fit(config(epochs=1), seeds=[1, 1], progress=False)
+    with pytest.raises(ReglabError, match="not recorded"):
+        fit(config(epochs=1, metric="val_f1"), progress=False)
