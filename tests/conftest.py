@@ -38,8 +38,9 @@ def offline(*parts: str) -> Path:
     return path
 
 
-def image_data(n_train=192, n_val=64, n_test=64, classes=4, channels=3, size=8, seed=0) -> Data:
-    """A tiny learnable image task: class c images are brighter in quadrant c."""
+def image_data(n_train=192, n_val=64, n_test=64, classes=4, channels=3, size=8, seed=0, noise=0.0) -> Data:
+    """A tiny learnable image task: class c images are brighter in quadrant c. ``noise``: the
+    fraction of training labels replaced by random ones (so that a model overfits)."""
     g = torch.Generator().manual_seed(seed)
 
     def split(n):
@@ -53,6 +54,8 @@ def image_data(n_train=192, n_val=64, n_test=64, classes=4, channels=3, size=8, 
         return Split(x.clamp(0, 255).to(torch.uint8), y)
 
     train, val, test = split(n_train), split(n_val), split(n_test)
+    flip = torch.rand(n_train, generator=g) < noise
+    train.y[flip] = torch.randint(classes, (int(flip.sum()),), generator=g)
     mean = train.x.float().div(255).mean((0, 2, 3))
     std = train.x.float().div(255).std((0, 2, 3))
     return Data("tiny-images", "classification", train, val, test, (channels, size, size),

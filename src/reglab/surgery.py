@@ -3,7 +3,7 @@
 All edits keep the existing weights (a Linear that gets a BatchNorm after it only loses its bias),
 so a seed's initialization stays paired between a configuration with and without the edit.
 Normalization is inserted between a Linear/Conv and the activation that follows it *inside an
-``nn.Sequential``* (how reglab's ``mlp`` and ``convnet`` are built); dropout wraps every activation
+``nn.Sequential``* (how reglab's ``mlp`` and ``convnet`` are built); dropout goes after every activation
 module wherever it sits.
 """
 from __future__ import annotations
@@ -43,9 +43,21 @@ def insert_norm(model: nn.Module, make: Callable[[nn.Module], nn.Module], drop_b
 
 
 def wrap_activations(model: nn.Module, make: Callable[[], nn.Module]) -> int:
-    """Replace every activation module ``a`` by ``Sequential(a, make())`` (in place)."""
+    """Put ``make()`` right after every activation module (in place): inside an ``nn.Sequential`` the
+    new module is inserted after the activation (so normalization can still find Linear -> activation
+    later); elsewhere the activation ``a`` is replaced by ``Sequential(a, make())``."""
     count = 0
     for parent in list(model.modules()):
+        if isinstance(parent, nn.Sequential):
+            new: list[nn.Module] = []
+            for layer in parent:
+                new.append(layer)
+                if isinstance(layer, ACTIVATION_TYPES):
+                    new.append(make())
+            if len(new) > len(parent):
+                count += len(new) - len(parent)
+                _refill(parent, new)
+            continue
         for name, child in list(parent.named_children()):
             if isinstance(child, ACTIVATION_TYPES):
                 setattr(parent, name, nn.Sequential(child, make()))

@@ -163,10 +163,16 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
         data = load(config.dataset, val_fraction=config.val_fraction, split_seed=config.split_seed, **config.dataset_options)
     data = data.to(device)
     techniques = resolve_techniques(config.techniques)
+    if len(seeds) > 1:
+        for t in techniques:
+            if t.group_ok is not True:
+                raise ReglabError(f"technique {t.name} cannot train several seeds in one group ({t.group_ok}); "
+                                  "fit the seeds one at a time (reglab.seeds.fit_seeds does this)")
+    model_options = {**model_defaults(config.model, data), **config.model_options}
     members = []
     for seed in seeds:
         torch.manual_seed(seed)
-        model = build_model(config.model, data.input_shape, data.num_outputs, **config.model_options)
+        model = build_model(config.model, data.input_shape, data.num_outputs, **model_options)
         for t in techniques:
             model = t.apply_model(model, data)
         members.append(model)
@@ -193,6 +199,20 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
     run.best_state = model.snapshot()
     torch.manual_seed(_mix(seeds[0]) + 1)  # global generator: dropout masks
     return run
+
+
+def model_defaults(model: str, data: Data) -> dict[str, Any]:
+    """Options a dataset suggests for the model (e.g. a text dataset's ``vocab_size``), kept to
+    those the model's builder accepts; the configuration's own options override them."""
+    from .models import MODELS, _import_builders
+    from .options import option_table
+
+    _import_builders()
+    suggested = data.info.get("model_options", {})
+    if not suggested or model not in MODELS:
+        return {}
+    accepted = {name for name, _, _ in option_table(MODELS[model].builder)}
+    return {k: v for k, v in suggested.items() if k in accepted}
 
 
 def _mix(seed: int) -> int:

@@ -1,6 +1,7 @@
 """L1 penalty ``lambda * sum |theta|`` added to the training loss (Tibshirani 1996, the lasso; for
 networks e.g. Goodfellow, Bengio & Courville, Deep Learning, section 7.1.2). Its gradient is
-``lambda * sign(theta)``. Knobs: lam=1e-5, biases=True (also penalize biases and norm parameters).
+``lambda * sign(theta)``. Knobs: lam=1e-5, biases=True (also penalize biases and normalization parameters; with False only
+weight matrices and convolution kernels are penalized).
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from .base import Knobs, Technique
 
 
 def l1_penalty(stacked: dict[str, Tensor], lam: float, biases: bool = True) -> Tensor:
-    """``lam * sum |theta|`` per seed, for parameters given as ``(S, ...)`` tensors."""
-    total = sum(p.abs().flatten(1).sum(1) for name, p in stacked.items() if biases or name.endswith("weight"))
+    """``lam * sum |theta|`` per seed, for parameters given as ``(S, ...)`` tensors (``biases=False``:
+    only tensors with two or more dimensions per seed, i.e. weight matrices and kernels)."""
+    total = sum(p.abs().flatten(1).sum(1) for name, p in stacked.items() if biases or p.dim() > 2)
     return lam * total if isinstance(total, Tensor) else torch.zeros(())
 
 

@@ -14,6 +14,12 @@ from pydantic import Field
 from .base import Knobs, Technique
 
 
+def has_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    """True when the optimizer has a momentum (SGD with momentum > 0) or betas (Adam) to cycle."""
+    defaults = optimizer.defaults
+    return "betas" in defaults or defaults.get("momentum", 0) > 0
+
+
 class OneCycle(Technique):
     name = "onecycle"
     kind = "schedule"
@@ -33,6 +39,7 @@ class OneCycle(Technique):
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=max_lr, total_steps=self.total, pct_start=k.pct_start,
             div_factor=k.div_factor, final_div_factor=k.final_div_factor,
+            cycle_momentum=has_momentum(optimizer),
         )
 
     def after_step(self, run):  # noqa: ANN001, ANN201

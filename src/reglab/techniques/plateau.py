@@ -29,8 +29,6 @@ class Plateau(Technique):
         min_lr: float = Field(0.0, ge=0, description="lower bound on the LR")
 
     def make_scheduler(self, optimizer, run):  # noqa: ANN001, ANN201
-        if run.size != 1:
-            raise ValueError("plateau trains one seed at a time")
         k = self.knobs
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if run.maximize else "min", factor=k.factor, patience=k.patience,
