@@ -6,13 +6,15 @@ concatenated) -> dropout -> linear head with ``num_outputs`` logits.
 
 Each encoder layer is the standard post-norm layer of ``torch.nn.TransformerEncoderLayer``
 (self-attention, residual, LayerNorm, feed-forward, residual, LayerNorm; ``norm_first`` for pre-norm),
-written with plain tensor operations so that it works, fast, under
-``torch.func.vmap(functional_call(...))``, which reglab uses to train several seeds at once:
-``nn.TransformerEncoderLayer`` does run under vmap, but in eval mode its fused fast path
-(``aten::_transformer_encoder_layer_fwd``) and, on the CPU, ``F.scaled_dot_product_attention``
-have no batching rule, so vmap falls back to a slow per-seed loop. Padding (token id 0) is masked out
-of the attention keys and of the pooling, so the output does not depend on how much padding follows
-a text; a text with no tokens at all gets a finite output (uniform attention, zero pooled vector).
+written with plain tensor operations (numerically equal to it; a test checks) so that every op has a
+batching rule under ``torch.func.vmap(functional_call(...))``, which reglab uses to train several
+seeds at once. ``nn.TransformerEncoderLayer`` does give correct results under vmap (torch 2.14), but
+in eval mode its fused fast path (``aten::_transformer_encoder_layer_fwd``) and, on the CPU,
+``F.scaled_dot_product_attention`` have no batching rule: vmap warns and loops over the seeds one by
+one. Padding (token id 0) is masked out of the attention keys (with the most negative finite value,
+not -inf) and of the pooling, so the output does not depend on how much padding follows a text, and a
+text with no tokens at all still gets a finite output (uniform attention, zero pooled vector) where
+the eval fast path of ``nn.TransformerEncoderLayer`` returns NaN.
 """
 from __future__ import annotations
 
