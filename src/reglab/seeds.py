@@ -1,0 +1,126 @@
+"""Train several seeds of one configuration: all at once when it pays, one by one otherwise.
+
+Training S seeds in one process with stacked parameters (:class:`reglab.ensemble.Ensemble`) turns
+S small matrix products into one batched product. It pays for small models, whose steps are bound by
+per-operation overhead, and on GPUs; on a CPU a large model is bound by arithmetic and the batched
+product can be slower than S separate ones. :func:`fit_seeds` therefore
+
+1. trains one by one when a technique cannot train stacked seeds (it says why, e.g. ``plateau``: one
+   learning rate per optimizer) or the model fails under ``torch.func.vmap``;
+2. otherwise times a few real training steps both ways on the actual device and picks the faster
+   (grouped only when it is at least ``margin`` faster than S single steps).
+
+Either way each seed gets the same initialization, data order and augmentation draws.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig, resolve_techniques
+from .data import Data, load
+from .trainer import RunResult, _default_step, build_run, fit
+
+
+@dataclass
+class Decision:
+    grouped: bool
+    reason: str
+    group_step: float | None = None  # seconds per step, S seeds stacked
+    single_step: float | None = None  # seconds per step, one seed
+
+
+def blockers(config: RunConfig) -> list[str]:
+    """Why the techniques of ``config`` cannot train stacked seeds (empty when they can)."""
+    return [f"{t.name}: {t.group_ok}" for t in resolve_techniques(config.techniques) if t.group_ok is not True]
+
+
+def _time_steps(config: RunConfig, seeds: list[int], data: Data, steps: int) -> float:
+    run = build_run(config, seeds, data)
+    run.model.train()
+    n, batch = len(data.train), config.batch_size
+    order = torch.stack([torch.randperm(n, generator=g) for g in run.generators]).to(run.device)
+    times = []
+    for i in range(steps + 2):
+        rows = order[:, (i * batch) % max(1, n - batch):][:, :batch]
+        x = data.normalize(data.to_input(data.train.inputs(rows)))
+        y = data.train.y[rows]
+        if run.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _default_step(run, x, y)
+        if run.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[2:])[len(times[2:]) // 2]  # median after two warm-up steps
+
+
+def decide(config: RunConfig, seeds: list[int], data: Data, steps: int = 5, margin: float = 0.9) -> Decision:
+    """Group or not, and why (see the module docstring)."""
+    if len(seeds) == 1:
+        return Decision(False, "one seed")
+    if reasons := blockers(config):
+        return Decision(False, "; ".join(reasons))
+    try:
+        group = _time_steps(config, seeds, data, steps)
+    except Exception as err:  # noqa: BLE001 - any model that vmap cannot run falls back
+        return Decision(False, f"the model does not run under torch.func.vmap ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+    single = _time_steps(config, seeds[:1], data, steps)
+    grouped = group <= margin * len(seeds) * single
+    ratio = group / (len(seeds) * single)
+    reason = f"{len(seeds)} seeds stacked take {ratio:.2f}x the time of {len(seeds)} single steps"
+    return Decision(grouped, reason, group, single)
+
+
+def fit_seeds(
+    config: RunConfig,
+    seeds: list[int],
+    *,
+    data: Data | None = None,
+    run_dir: str | Path | None = None,
+    grouping: str = "auto",
+    callbacks: tuple = (),
+    progress: bool = False,
+    on_result: Callable[[RunResult], None] | None = None,
+    on_decision: Callable[[Decision], None] | None = None,
+) -> list[RunResult]:
+    """Train ``seeds`` of ``config`` (resuming from ``run_dir`` when it holds checkpoints).
+
+    ``grouping``: ``auto`` (decide by :func:`decide`), ``group`` (stack whenever the techniques
+    allow it) or ``single`` (one seed at a time). Results are returned in the order of ``seeds``;
+    ``on_result`` is called as each seed (or group) finishes.
+    """
+    if data is None:
+        data = load(config.dataset, val_fraction=config.val_fraction, split_seed=config.split_seed,
+                    **config.dataset_options)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    group_dir = run_dir / ("seeds-" + "-".join(map(str, seeds))) if run_dir is not None else None
+    if group_dir is not None and (group_dir / "last.pt").exists():
+        decision = Decision(True, "resuming a grouped run")
+    elif grouping == "single" or len(seeds) == 1:
+        decision = Decision(False, "one seed" if len(seeds) == 1 else "grouping disabled")
+    elif grouping == "group":
+        reasons = blockers(config)
+        decision = Decision(not reasons, "; ".join(reasons) or "grouping forced")
+    else:
+        decision = decide(config, seeds, data)
+    if on_decision is not None:
+        on_decision(decision)
+    if decision.grouped:
+        results = fit(config, seeds, data=data, run_dir=group_dir, resume=True, callbacks=callbacks, progress=progress)
+        for r in results:
+            if on_result is not None:
+                on_result(r)
+        return results
+    results = []
+    for seed in seeds:
+        seed_dir = run_dir / f"seed-{seed}" if run_dir is not None else None
+        [r] = fit(config, [seed], data=data, run_dir=seed_dir, resume=True, callbacks=callbacks, progress=progress)
+        if on_result is not None:
+            on_result(r)
+        results.append(r)
+    return results

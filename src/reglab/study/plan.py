@@ -1,0 +1,116 @@
+"""Turn a study into its configurations, per mode.
+
+- ``incremental``: baseline, then baseline + steps[:1], + steps[:2], ... (cumulative, in order);
+  each configuration is compared with the one before it.
+- ``isolated``: baseline, then baseline + each step alone; each is compared with the baseline.
+- ``leave-one-out``: baseline, all steps, then all steps but one for each step; each "minus"
+  configuration is compared with "all steps".
+- ``orders``: ``orders`` random permutations of the steps (seeded), each applied incrementally;
+  identical configurations reached along several orders are trained once.
+
+A configuration's identity (``key``) is a hash of its resolved RunConfig, so re-running a study,
+or reaching the same configuration by two routes, finds the runs already stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+
+from ..config import RunConfig
+from .spec import StudySpec
+
+
+@dataclass
+class Planned:
+    label: str
+    config: RunConfig
+    key: str
+    steps: list[str]  # the step names it contains
+    compare_to: str | None = None  # key of the configuration it is compared with
+    added: str | None = None  # step whose effect the comparison measures
+    orders: list[int] = field(default_factory=list)  # orders (mode=orders) that pass through it
+
+
+def config_key(config: RunConfig) -> str:
+    payload = json.dumps(config.model_dump(exclude={"seed"}), sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def _configuration(spec: StudySpec, step_idx: list[int], label: str) -> Planned:
+    techniques = list(spec.baseline)
+    overrides: dict = {}
+    for i in step_idx:
+        techniques += spec.steps[i].techniques
+        overrides.update(spec.steps[i].set)
+    config = spec.run_config(techniques, overrides)
+    return Planned(label, config, config_key(config), [spec.steps[i].name for i in step_idx])
+
+
+def plan(spec: StudySpec) -> list[Planned]:
+    """The configurations of ``spec`` in report order (duplicates merged)."""
+    base = _configuration(spec, [], "baseline")
+    out = [base]
+    n = len(spec.steps)
+    if spec.mode == "incremental":
+        prev = base
+        for i in range(n):
+            p = _configuration(spec, list(range(i + 1)), f"+ {spec.steps[i].name}")
+            p.compare_to, p.added = prev.key, spec.steps[i].name
+            out.append(p)
+            prev = p
+    elif spec.mode == "isolated":
+        for i in range(n):
+            p = _configuration(spec, [i], f"baseline + {spec.steps[i].name}")
+            p.compare_to, p.added = base.key, spec.steps[i].name
+            out.append(p)
+    elif spec.mode == "leave-one-out":
+        full = _configuration(spec, list(range(n)), "all steps")
+        full.compare_to, full.added = base.key, "all steps"
+        out.append(full)
+        for i in range(n):
+            p = _configuration(spec, [j for j in range(n) if j != i], f"all - {spec.steps[i].name}")
+            p.compare_to, p.added = full.key, f"- {spec.steps[i].name}"
+            out.append(p)
+    else:  # orders: compared along each order by order_paths()
+        for k, order in enumerate(_orders(spec)):
+            for depth in range(1, n + 1):
+                p = _configuration(spec, order[:depth], " + ".join(spec.steps[i].name for i in order[:depth]))
+                p.orders.append(k)
+                out.append(p)
+    return _dedupe(out)
+
+
+def _orders(spec: StudySpec) -> list[list[int]]:
+    rng = random.Random(spec.orders_seed)
+    orders = []
+    for _ in range(spec.orders):
+        order = list(range(len(spec.steps)))
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+def order_paths(spec: StudySpec) -> list[list[tuple[str, str, str]]]:
+    """For mode = orders: per order, the (step name, key before, key after) of each added step."""
+    paths = []
+    for order in _orders(spec):
+        before = _configuration(spec, [], "").key
+        path = []
+        for depth in range(1, len(order) + 1):
+            after = _configuration(spec, order[:depth], "").key
+            path.append((spec.steps[order[depth - 1]].name, before, after))
+            before = after
+        paths.append(path)
+    return paths
+
+
+def _dedupe(planned: list[Planned]) -> list[Planned]:
+    out: dict[str, Planned] = {}
+    for p in planned:
+        if p.key in out:
+            out[p.key].orders += p.orders
+        else:
+            out[p.key] = p
+    return list(out.values())
