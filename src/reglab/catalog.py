@@ -75,4 +75,10 @@ def studies() -> str:
     lines = ["STUDIES  (reglab study NAME)"]
     for name, (path, summary) in sorted(BUILTIN.items()):
         lines.append(f"  {name:<22} {summary}")
+    from .repro import REPROS
+
+    if REPROS:
+        lines.append("REPRODUCTIONS  (reglab repro NAME [--quick])")
+        for name, module in sorted(REPROS.items()):
+            lines.append(f"  {name:<22} {module.SUMMARY}")
     return "\n".join(lines) + "\n"

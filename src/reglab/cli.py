@@ -138,5 +138,97 @@ def list_(
             typer.echo(render())
 
 
+@app.command()
+def study(
+    study: Annotated[str, typer.Argument(help="built-in study name (reglab list studies) or a TOML/YAML study file")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="study folder (store, checkpoints, report) [default: reglab-runs/<name>]")] = None,
+    executor: Annotated[str, typer.Option(help="sequential (default), processes, or ray (pip install 'reglab[ray]')")] = "sequential",
+    workers: Annotated[Optional[int], typer.Option(help="worker processes (executor processes) [default: one per GPU, else 2]")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address for ray.init [default: a local Ray]")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="override the study's number of seeds")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:N, mps")] = None,
+    grouping: Annotated[str, typer.Option(help="seeds of a configuration: auto (measure), group (stacked), single")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report table as one JSON line (last line of stdout)")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run a study: train every configuration x seed the store lacks (resuming an interrupted
+    study), then write report.md / report.html / report.json into <out>/report."""
+    from .config import load_file
+    from .study.builtin import resolve
+    from .study.runner import run_study
+    from .study.spec import parse_spec
+
+    path = resolve(study)
+    raw = load_file(path)
+    if seeds is not None:
+        if seeds < 1:
+            raise ReglabError("--seeds must be >= 1")
+        raw["seeds"] = seeds
+    spec = parse_spec(raw, str(path))
+    out = out or Path("reglab-runs") / spec.name
+    summary = run_study(spec, out, executor=executor, workers=workers, ray_address=ray_address, device=device,
+                        grouping=grouping, progress=progress)
+    for key, (grouped, why) in summary["decisions"].items():
+        typer.echo(f"seeds of {key}: {'trained as one group' if grouped else 'trained one by one'} ({why})", err=True)
+    _report(spec, out, as_json)
+    if summary["errors"]:
+        for line in summary["errors"]:
+            typer.echo(f"failed: {line}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="a study folder (holding results.sqlite), or a study name in reglab-runs/")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the report table as one JSON line (last line of stdout)")] = False,
+) -> None:
+    """Re-render a study's report from its results store alone (no training)."""
+    from .study.spec import parse_spec
+    from .study.store import Store
+
+    if not (folder / "results.sqlite").exists() and (Path("reglab-runs") / folder / "results.sqlite").exists():
+        folder = Path("reglab-runs") / folder
+    if not (folder / "results.sqlite").exists():
+        raise ReglabError(f"{folder}: no results.sqlite (run `reglab study` with --out {folder} first)")
+    names = Store(folder / "results.sqlite").studies()
+    if not names:
+        raise ReglabError(f"{folder}/results.sqlite holds no study")
+    for name in names:
+        spec = parse_spec(Store(folder / "results.sqlite").study_spec(name), name)
+        _report(spec, folder, as_json)
+
+
+def _report(spec: Any, out: Path, as_json: bool) -> None:
+    from .study.report import render
+    from .study.store import Store
+
+    table = render(spec, Store(out / "results.sqlite"), out / "report")
+    typer.echo((out / "report" / "report.md").read_text().split("## Plots")[0].rstrip(), err=as_json)
+    typer.echo(f"\nreport: {out / 'report' / 'report.html'}", err=as_json)
+    if as_json:
+        typer.echo(json.dumps(table, default=float))
+
+
+@app.command()
+def repro(
+    name: Annotated[str, typer.Argument(help="reproduction to run (reglab list studies shows them)")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder [default: reglab-runs/<name>]")] = None,
+    quick: Annotated[bool, typer.Option(help="a reduced budget that finishes in minutes (for a first look)")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Run a reference-experiment reproduction that is a program rather than an ablation table
+    (figures, sweeps); writes RESULTS.md and its plots into the output folder."""
+    from .repro import REPROS
+
+    if name not in REPROS:
+        from .errors import unknown
+
+        raise unknown("reproduction", name, REPROS)
+    module = REPROS[name]
+    folder = out or Path("reglab-runs") / name
+    result = module.run(folder, quick=quick, progress=progress)
+    typer.echo(f"results: {result}")
+
+
 if __name__ == "__main__":
     main()

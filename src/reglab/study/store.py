@@ -116,6 +116,10 @@ class Store:
                        (error, study, key, seed))
 
     # ---- reads ---------------------------------------------------------------------------------
+    def studies(self) -> list[str]:
+        with self._connect() as db:
+            return [name for (name,) in db.execute("SELECT name FROM studies ORDER BY created")]
+
     def study_spec(self, name: str | None = None) -> dict[str, Any] | None:
         with self._connect() as db:
             if name is None:
