@@ -1,6 +1,7 @@
 """Text listings for ``reglab list``: datasets, models, techniques and studies with their options."""
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from pydantic.fields import FieldInfo
@@ -21,7 +22,9 @@ def _constraints(info: FieldInfo) -> str:
 
 def _type(info: FieldInfo) -> str:
     ann = info.annotation
-    text = getattr(ann, "__name__", None) or str(ann)
+    if typing.get_origin(ann) is typing.Literal:
+        return "|".join(map(str, typing.get_args(ann)))
+    text = str(ann) if typing.get_args(ann) else getattr(ann, "__name__", None) or str(ann)
     return text.replace("typing.", "")
 
 

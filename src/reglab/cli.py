@@ -65,6 +65,9 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="run seed [default: 0]")] = None,
     metric: Annotated[Optional[str], typer.Option(help="validation metric selecting the best epoch")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:N, mps")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="bf16 autocast: auto (on CUDA; default), off, bf16")] = None,
+    compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model [default: off]")] = None,
+    channels_last: Annotated[Optional[str], typer.Option(help="channels_last for convnets: auto (on CUDA; default), off, on")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: runs/train-<time>]")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the final metrics as one JSON line (last line of stdout)")] = False,
@@ -75,7 +78,7 @@ def train(
 
     raw: dict[str, Any] = load_file(config) if config else {}
     flags = {"dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-             "metric": metric, "device": device}
+             "metric": metric, "device": device, "amp": amp, "compile": compile_, "channels_last": channels_last}
     raw.update({k: v for k, v in flags.items() if v is not None})
     if data_opt:
         raw["dataset_options"] = {**raw.get("dataset_options", {}), **_options(data_opt, "--data-opt")}

@@ -42,7 +42,7 @@ class RunConfig(BaseModel):
     metric: str | None = Field(None, description="validation metric that selects the best epoch")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="bf16 autocast (auto: on CUDA)")
-    compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    compile: bool = Field(False, description="torch.compile the model (one-seed runs; pays off on CUDA)")
     channels_last: Literal["auto", "off", "on"] = Field("auto", description="channels_last for convnets on CUDA")
 
     def with_techniques(self, extra: list[dict[str, Any]]) -> RunConfig:

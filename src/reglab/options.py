@@ -32,6 +32,7 @@ def option_table(fn: Callable[..., Any]) -> list[tuple[str, str, Any]]:
     for p in inspect.signature(fn).parameters.values():
         if p.kind is p.KEYWORD_ONLY:
             ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", str(p.annotation))
+            ann = ann.replace("typing.", "")
             rows.append((p.name, str(ann), None if p.default is p.empty else p.default))
     return rows
 

@@ -180,6 +180,8 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
     use_cl = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
     if use_cl and len(seeds) == 1 and len(data.input_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
+    if config.compile and len(seeds) == 1:
+        model.single.compile()  # in place: parameter names and checkpoints are unchanged
     generators = [torch.Generator().manual_seed(_mix(seed)) for seed in seeds]
     n, batch = len(data.train), config.batch_size
     metric = config.metric or default_metric(data.task)

@@ -123,3 +123,18 @@ def per_seed(run: Run, draw: Any) -> Tensor:
     """``stack([draw(g) for g in run.generators])`` moved to ``run.device``: per-seed random draws
     (shape ``(S, ...)``) made on the CPU from each seed's own generator."""
     return torch.stack([draw(g) for g in run.generators]).to(run.device)
+
+
+class Schedule(Technique):
+    """A learning-rate schedule backed by a ``torch.optim.lr_scheduler`` object in
+    ``self.scheduler``, whose state goes into the run's checkpoints. One schedule per run."""
+
+    kind = "schedule"
+    exclusive = True
+    scheduler: Any = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)

@@ -8,13 +8,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import Knobs, Technique
+from .base import Knobs, Schedule
 
 
-class Cosine(Technique):
+class Cosine(Schedule):
     name = "cosine"
-    kind = "schedule"
-    exclusive = True
     source = "Loshchilov & Hutter 2017 (SGDR)"
 
     class Knobs(Knobs):
@@ -26,9 +24,3 @@ class Cosine(Technique):
 
     def after_step(self, run):  # noqa: ANN001, ANN201
         self.scheduler.step()
-
-    def state_dict(self):  # noqa: ANN201
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state):  # noqa: ANN001, ANN201
-        self.scheduler.load_state_dict(state)

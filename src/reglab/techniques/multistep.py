@@ -7,13 +7,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import Knobs, Technique
+from .base import Knobs, Schedule
 
 
-class MultiStep(Technique):
+class MultiStep(Schedule):
     name = "multistep"
-    kind = "schedule"
-    exclusive = True
     source = "He et al. 2016; torch.optim.lr_scheduler.MultiStepLR"
 
     class Knobs(Knobs):
@@ -25,9 +23,3 @@ class MultiStep(Technique):
 
     def on_epoch_end(self, run):  # noqa: ANN001, ANN201
         self.scheduler.step()
-
-    def state_dict(self):  # noqa: ANN201
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state):  # noqa: ANN001, ANN201
-        self.scheduler.load_state_dict(state)

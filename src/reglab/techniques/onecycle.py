@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import Knobs, Technique
+from .base import Knobs, Schedule
 
 
 def has_momentum(optimizer: torch.optim.Optimizer) -> bool:
@@ -20,10 +20,8 @@ def has_momentum(optimizer: torch.optim.Optimizer) -> bool:
     return "betas" in defaults or defaults.get("momentum", 0) > 0
 
 
-class OneCycle(Technique):
+class OneCycle(Schedule):
     name = "onecycle"
-    kind = "schedule"
-    exclusive = True
     source = "Smith & Topin 2019; torch.optim.lr_scheduler.OneCycleLR"
 
     class Knobs(Knobs):
@@ -45,9 +43,3 @@ class OneCycle(Technique):
     def after_step(self, run):  # noqa: ANN001, ANN201
         if self.scheduler.last_epoch < self.total:
             self.scheduler.step()
-
-    def state_dict(self):  # noqa: ANN201
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state):  # noqa: ANN001, ANN201
-        self.scheduler.load_state_dict(state)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import Knobs, Technique
+from .base import Knobs, Schedule
 
 
-class Plateau(Technique):
+class Plateau(Schedule):
     name = "plateau"
-    kind = "schedule"
-    exclusive = True
     source = "torch.optim.lr_scheduler.ReduceLROnPlateau"
     group_ok = "the learning rate depends on each seed's own validation curve"
 
@@ -37,9 +35,3 @@ class Plateau(Technique):
 
     def on_epoch_end(self, run):  # noqa: ANN001, ANN201
         self.scheduler.step(run.record(0)[run.metric])
-
-    def state_dict(self):  # noqa: ANN201
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state):  # noqa: ANN001, ANN201
-        self.scheduler.load_state_dict(state)

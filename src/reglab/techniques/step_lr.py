@@ -6,13 +6,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import Knobs, Technique
+from .base import Knobs, Schedule
 
 
-class StepLR(Technique):
+class StepLR(Schedule):
     name = "step_lr"
-    kind = "schedule"
-    exclusive = True
     source = "torch.optim.lr_scheduler.StepLR"
 
     class Knobs(Knobs):
@@ -24,9 +22,3 @@ class StepLR(Technique):
 
     def on_epoch_end(self, run):  # noqa: ANN001, ANN201
         self.scheduler.step()
-
-    def state_dict(self):  # noqa: ANN201
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state):  # noqa: ANN001, ANN201
-        self.scheduler.load_state_dict(state)
