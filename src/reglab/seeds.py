@@ -14,6 +14,7 @@ Either way each seed gets the same initialization, data order and augmentation d
 """
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,13 +40,14 @@ def blockers(config: RunConfig) -> list[str]:
     return [f"{t.name}: {t.group_ok}" for t in resolve_techniques(config.techniques) if t.group_ok is not True]
 
 
-def _time_steps(config: RunConfig, seeds: list[int], data: Data, steps: int) -> float:
+def _stepper(config: RunConfig, seeds: list[int], data: Data) -> Callable[[int], float]:
+    """A function that runs training step ``i`` of a fresh run of ``seeds`` and returns its seconds."""
     run = build_run(config, seeds, data)
     run.model.train()
     n, batch = len(data.train), config.batch_size
     order = torch.stack([torch.randperm(n, generator=g) for g in run.generators]).to(run.device)
-    times = []
-    for i in range(steps + 2):
+
+    def step(i: int) -> float:
         rows = order[:, (i * batch) % max(1, n - batch):][:, :batch]
         x = data.normalize(data.to_input(data.train.inputs(rows)))
         y = data.train.y[rows]
@@ -55,21 +57,29 @@ def _time_steps(config: RunConfig, seeds: list[int], data: Data, steps: int) -> 
         _default_step(run, x, y)
         if run.device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return sorted(times[2:])[len(times[2:]) // 2]  # median after two warm-up steps
+        return time.perf_counter() - t0
+
+    return step
 
 
 def decide(config: RunConfig, seeds: list[int], data: Data, steps: int = 5, margin: float = 0.9) -> Decision:
-    """Group or not, and why (see the module docstring)."""
+    """Group or not, and why (see the module docstring). The two paths' steps are timed
+    alternately, so that a machine whose load changes meanwhile affects both alike; medians after
+    two warm-up steps each."""
     if len(seeds) == 1:
         return Decision(False, "one seed")
     if reasons := blockers(config):
         return Decision(False, "; ".join(reasons))
     try:
-        group = _time_steps(config, seeds, data, steps)
+        group_step = _stepper(config, seeds, data)
+        group_step(0)
     except Exception as err:  # noqa: BLE001 - any model that vmap cannot run falls back
         return Decision(False, f"the model does not run under torch.func.vmap ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
-    single = _time_steps(config, seeds[:1], data, steps)
+    single_step = _stepper(config, seeds[:1], data)
+    single_step(0)
+    times = [(group_step(i), single_step(i)) for i in range(1, steps + 2)][1:]
+    group = statistics.median(g for g, _ in times)
+    single = statistics.median(s for _, s in times)
     grouped = group <= margin * len(seeds) * single
     ratio = group / (len(seeds) * single)
     reason = f"{len(seeds)} seeds stacked take {ratio:.2f}x the time of {len(seeds)} single steps"

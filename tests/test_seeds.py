@@ -1,0 +1,82 @@
+"""Seeds of one configuration: stacked when it pays and the techniques allow it, one by one
+otherwise, with the same results either way (issue 5)."""
+import pytest
+import torch
+
+from reglab.config import RunConfig
+from reglab.seeds import blockers, decide, fit_seeds
+
+from conftest import image_data
+
+DATA = image_data(n_train=128, n_val=32, n_test=32)
+
+
+def config(techniques, **kw):
+    return RunConfig(model="mlp", model_options={"hidden": [16]}, epochs=2, batch_size=32, techniques=techniques, **kw)
+
+
+def test_techniques_that_cannot_stack_fall_back_and_say_why():
+    cfg = config([{"name": "adam"}, {"name": "plateau"}])
+    assert blockers(cfg) == ["plateau: the learning rate depends on each seed's own validation curve"]
+    d = decide(cfg, [0, 1, 2], DATA)
+    assert not d.grouped and "plateau" in d.reason
+    decisions = []
+    results = fit_seeds(cfg, [0, 1], data=DATA, grouping="group", on_decision=decisions.append)
+    assert not decisions[0].grouped and [r.seed for r in results] == [0, 1]
+
+
+def test_decide_times_both_paths_and_reports_the_ratio():
+    d = decide(config([{"name": "adam"}]), [0, 1, 2, 3], DATA, steps=3)
+    assert d.group_step > 0 and d.single_step > 0
+    ratio = d.group_step / (4 * d.single_step)
+    assert f"{ratio:.2f}x" in d.reason
+    assert d.grouped == (d.group_step <= 0.9 * 4 * d.single_step)
+
+
+@pytest.mark.parametrize("techniques", [
+    [{"name": "adamw", "lr": 3e-3}, {"name": "crop", "padding": 2}, {"name": "flip"}, {"name": "cutmix"}],
+    [{"name": "sgd", "lr": 0.05}, {"name": "batchnorm"}, {"name": "mixup"}],
+])
+def test_grouped_and_one_by_one_give_the_same_metrics(techniques, tmp_path):
+    cfg = config(techniques)
+    grouped = fit_seeds(cfg, [0, 1, 2], data=DATA, grouping="group", run_dir=tmp_path / "g")
+    single = fit_seeds(cfg, [0, 1, 2], data=DATA, grouping="single", run_dir=tmp_path / "s")
+    assert (tmp_path / "g" / "seeds-0-1-2" / "last.pt").exists() and (tmp_path / "s" / "seed-2" / "last.pt").exists()
+    for g, s in zip(grouped, single):
+        assert g.seed == s.seed
+        for key in ("val_loss", "test_loss", "test_accuracy"):
+            assert g.metrics[key] == pytest.approx(s.metrics[key], rel=1e-4, abs=1e-5), key
+    # different seeds really differ (own initialization, data order and augmentation)
+    assert len({round(r.metrics["val_loss"], 6) for r in grouped}) == 3
+
+
+def test_dropout_masks_differ_between_the_seeds_of_a_group():
+    """Dropout draws its masks from torch's global generator (vmap randomness="different"), seeded by
+    the group's first seed: each seed gets its own masks and a group is reproducible, but a seed's
+    masks in a group are not those it gets alone (the only randomness that is not per seed)."""
+    from reglab.trainer import build_run
+
+    run = build_run(config([{"name": "dropout", "p": 0.5}]), [0, 1], DATA)
+    run.model.train()
+    x = DATA.normalize(DATA.to_input(DATA.train.x[:8]))
+    with torch.no_grad():  # both seeds get the same weights: differences come from the masks alone
+        for name, p in run.model.stacked().items():
+            p[1].copy_(p[0])
+    out = run.model(x, shared=True)
+    assert out.shape[0] == 2 and not torch.allclose(out[0], out[1])
+    run2 = build_run(config([{"name": "dropout", "p": 0.5}]), [0, 1], DATA)
+    with torch.no_grad():
+        for name, p in run2.model.stacked().items():
+            p[1].copy_(p[0])
+    run2.model.train()
+    assert torch.equal(run2.model(x, shared=True), out)  # reproducible
+
+
+def test_a_finished_group_is_read_back_not_retrained(tmp_path):
+    cfg = config([{"name": "adam"}])
+    first = fit_seeds(cfg, [0, 1], data=DATA, grouping="group", run_dir=tmp_path)
+    stamp = (tmp_path / "seeds-0-1" / "last.pt").stat().st_mtime_ns
+    again = fit_seeds(cfg, [0, 1], data=DATA, grouping="auto", run_dir=tmp_path)  # resumes the group
+    assert (tmp_path / "seeds-0-1" / "last.pt").stat().st_mtime_ns == stamp
+    assert [r.metrics["test_loss"] for r in again] == [r.metrics["test_loss"] for r in first]
+    assert all(r.metrics["epochs"] == 2 for r in again)
