@@ -1,6 +1,7 @@
 """Text listings for ``reglab list``: datasets, models, techniques and studies with their options."""
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any
 
@@ -21,11 +22,21 @@ def _constraints(info: FieldInfo) -> str:
 
 
 def _type(info: FieldInfo) -> str:
-    ann = info.annotation
-    if typing.get_origin(ann) is typing.Literal:
-        return "|".join(map(str, typing.get_args(ann)))
-    text = str(ann) if typing.get_args(ann) else getattr(ann, "__name__", None) or str(ann)
-    return text.replace("typing.", "")
+    return _type_name(info.annotation)
+
+
+def _type_name(ann: Any) -> str:
+    """``int``, ``list[int]``, ``float | None``, ``a|b|c`` for a Literal; Annotated metadata dropped."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Literal:
+        return "|".join(map(str, args))
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    return "None" if ann is type(None) else getattr(ann, "__name__", str(ann))
 
 
 def datasets() -> str:
@@ -66,7 +77,11 @@ def techniques() -> str:
         lines.append(f"  {name:<18} {cls.kind}{flags} -- {cls.source}{group}")
         for knob, info in cls.Knobs.model_fields.items():
             desc = f"  {info.description}" if info.description else ""
-            lines.append(f"      {knob}: {_type(info)} = {_fmt(info.default)}{_constraints(info)}{desc}")
+            if info.is_required():
+                default = "(required)"
+            else:
+                default = f"= {_fmt(info.default_factory() if info.default_factory else info.default)}"
+            lines.append(f"      {knob}: {_type(info)} {default}{_constraints(info)}{desc}")
     return "\n".join(lines) + "\n"
 
 

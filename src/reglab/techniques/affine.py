@@ -17,15 +17,17 @@ from .augment import as_channels
 from .base import Knobs, Technique, per_seed
 
 
-def affine_matrices(angle: Tensor, tx: Tensor, ty: Tensor, scale: Tensor, shear: Tensor) -> Tensor:
-    """(N, 2, 3) sampling matrices for ``affine_grid`` (angles in degrees, shifts in [-1, 1] units)."""
+def affine_matrices(angle: Tensor, tx: Tensor, ty: Tensor, scale: Tensor, shear: Tensor, aspect: float = 1.0) -> Tensor:
+    """(N, 2, 3) sampling matrices for ``affine_grid`` (angles in degrees, shifts in [-1, 1] units)
+    of images with height / width = ``aspect``. As torchvision's ``RandomAffine``, the forward map
+    is shear_x, then scale, then rotation, then translation; ``affine_grid`` wants its inverse
+    (output -> input coordinates), written in pixel units and converted to the normalized ones."""
     a, sh = torch.deg2rad(angle), torch.deg2rad(shear)
-    cos, sin = torch.cos(a), torch.sin(a)
-    # inverse map (output -> input coordinates) of rotate(a) . shear_x(sh) . scale(s) plus translation
-    m00 = cos / scale
-    m01 = (sin + cos * torch.tan(sh)) / scale
-    m10 = -sin / scale
-    m11 = (cos - sin * torch.tan(sh)) / scale
+    cos, sin, tan = torch.cos(a), torch.sin(a), torch.tan(sh)
+    m00 = (cos - sin * tan) / scale
+    m01 = (sin + cos * tan) / scale * aspect
+    m10 = -sin / scale / aspect
+    m11 = cos / scale
     row0 = torch.stack([m00, m01, -(m00 * tx + m01 * ty)], -1)
     row1 = torch.stack([m10, m11, -(m10 * tx + m11 * ty)], -1)
     return torch.stack([row0, row1], 1)
@@ -62,7 +64,7 @@ class Affine(Technique):
                                 scale, u[:, 4] * k.shear], -1)
 
         p = per_seed(run, draw).reshape(-1, 5)
-        theta = affine_matrices(p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4])
+        theta = affine_matrices(p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4], aspect=flat.shape[-2] / flat.shape[-1])
         return affine(flat, theta).reshape(x.shape), y
 
 
