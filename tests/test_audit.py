@@ -185,6 +185,29 @@ def test_classifier_beats_levenshtein_baseline_in_cross_validation():
     assert never.correct == never.wrong == 0 and never.missed == 240 and never.abstained == 60
 
 
+def test_cross_validation_candidates_are_all_b_records_not_taken_by_training_matches(monkeypatch):
+    """Held-out A records compete for their partners and for *every* unpaired B record (not only the
+    unpaired B records of their fold): each fold's matrix has len(B) - (training matches) columns."""
+    import reglab.audit.link as link
+
+    a, b, truth = make_tables(120, seed=3)
+    shapes = []
+    real = link.one_to_one
+
+    def spy(prob, threshold=0.5):
+        shapes.append(prob.shape)
+        return real(prob, threshold)
+
+    monkeypatch.setattr(link, "one_to_one", spy)
+    link.cross_validate(a, b, truth, ["name"], folds=3, seed=0)
+    n_pairs, lone_b = len(truth), len(b) - len(truth)
+    assert sum(r for r, _ in shapes) == len(a)  # every A record is held out once
+    for _, cols in shapes:
+        held_out_partners = cols - lone_b
+        assert 0 < held_out_partners < n_pairs  # all unpaired B records are candidates in every fold
+    assert sum(c - lone_b for _, c in shapes) == n_pairs
+
+
 def test_link_tables_matching_is_one_to_one_and_scores():
     a, b, truth = make_tables(150, seed=2)
     m = link_tables(a, b, truth, ["name", "department"])
@@ -249,3 +272,39 @@ def test_cli_duplicates_and_link(tmp_path):
 
     r = runner.invoke(app, args[:3] + ["-c", "surname", "--truth", str(tmp_path / "truth.csv")])
     assert isinstance(r.exception, ReglabError) and "surname" in str(r.exception)
+
+
+def test_cli_duplicates_on_a_dataset_spec_uses_the_whole_training_set(tmp_path):
+    """``--against test`` compares train + validation (the whole original training set) with test;
+    ``--against val`` compares the loader's train with its validation carve-out. Counts and pairs
+    match an exact search on the same arrays."""
+    import torch
+    from typer.testing import CliRunner
+
+    from reglab.audit.cli import app
+    from reglab.data import load
+
+    d = load("digits")
+    full = torch.cat([d.train.x, d.val.x]).numpy()
+    runner = CliRunner()
+    r = runner.invoke(app, ["duplicates", "digits", "--threshold", "0.98", "--json", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert (summary["n_a"], summary["n_b"]) == (len(d.train) + len(d.val), len(d.test))
+    ex = exact_duplicates(full, d.test.x.numpy(), threshold=0.98)
+    pairs = pd.read_csv(tmp_path / "pairs.csv")
+    assert summary["pairs"] == len(pairs) == len(ex) > 0
+    assert set(zip(pairs["i"], pairs["j"])) == set(zip(ex.i.tolist(), ex.j.tolist()))
+    labels = np.concatenate([d.train.y.numpy(), d.val.y.numpy()])
+    np.testing.assert_array_equal(pairs["label_i"], labels[pairs["i"]])
+    assert (tmp_path / "pairs.png").is_file()
+
+    r = runner.invoke(app, ["duplicates", "digits", "--against", "val", "--threshold", "0.98", "--json"])
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert (summary["n_a"], summary["n_b"]) == (len(d.train), len(d.val))
+    r = runner.invoke(app, ["duplicates", "digits", "--against", "none", "--threshold", "0.98", "--json"])
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["mode"] == "within" and summary["n_a"] == len(full)
+    assert summary["pairs"] == len(exact_duplicates(full, threshold=0.98))
+    r = runner.invoke(app, ["duplicates", "digits", "--against", "train"])
+    assert isinstance(r.exception, ReglabError) and "--against" in str(r.exception)

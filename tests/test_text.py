@@ -334,3 +334,49 @@ def test_text_augment_technique_uses_each_seeds_generator():
     with pytest.raises(ReglabError, match="text dataset"):
         tech.apply_model(torch.nn.Linear(2, 2), SimpleNamespace(kind="image", name="cifar10", info={}))
     copy.deepcopy(tech)
+
+
+# ---- reports of stored runs ------------------------------------------------------------------------
+def test_train_subset_and_study_class_report_reproduce_the_stored_metrics(tmp_path, monkeypatch):
+    """A tiny GoEmotions study (train_size subset, 2 configurations x 2 seeds): the per-class report
+    reloads each best-configuration checkpoint, and its 0.5-threshold micro/macro F1 on test equal the
+    metrics the trainer stored; tuned thresholds never lower validation F1 of any label."""
+    from reglab.data import load
+    from reglab.multilabel import checkpoint_probabilities, study_class_report, study_f1_table
+    from reglab.study.runner import run_study
+    from reglab.study.spec import parse_spec
+    from reglab.study.store import Store
+
+    _goemotions_dir()
+    monkeypatch.setenv("REGLAB_CACHE", str(tmp_path / "cache"))
+    opts = {"max_len": 16, "train_size": 400}
+    d = load("goemotions", **opts)
+    again = load("goemotions", **opts, split_seed=1)
+    assert len(d.train) == 400 and len(d.val) == 5_426 and len(d.test) == 5_427
+    assert not torch.equal(d.train.x, again.train.x)  # split_seed draws the subset
+    spec = parse_spec({
+        "name": "tiny", "mode": "isolated", "seeds": 2, "metric": "val_f1_micro",
+        "base": {"dataset": "goemotions", "dataset_options": opts, "model": "transformer",
+                 "model_options": {"dim": 16, "heads": 2, "layers": 1, "ff": 32}, "epochs": 3, "batch_size": 64},
+        "baseline": [{"name": "adamw", "lr": 5e-3}],
+        "steps": [{"name": "early stopping", "techniques": [{"name": "early_stopping", "patience": 1}]}],
+    })
+    run_study(spec, tmp_path / "study", grouping="single", progress=False)
+    md = study_class_report(tmp_path / "study")
+    text = md.read_text()
+    assert text.count("\n| ") >= 28 + 2 and "| neutral |" in text and "macro avg" in text
+    _, rows = study_f1_table(tmp_path / "study")
+    best = max(rows, key=lambda r: np.mean(r["val_f1_micro"]))
+    assert f"**{best['label']}**" in text
+    for seed, path in best["checkpoints"].items():
+        probs, seeds, data = checkpoint_probabilities(path, data=d)
+        s = seeds.index(seed)
+        stored = next(r for r in Store(tmp_path / "study" / "results.sqlite").runs("tiny")
+                      if r.config_key == best["key"] and r.seed == seed).metrics
+        got = f1_scores(torch.logit(probs["test"][s].double()), data.test.y)
+        assert abs(got["micro_f1"].item() - stored["test_f1_micro"]) < 1e-4
+        assert abs(got["macro_f1"].item() - stored["test_f1_macro"]) < 1e-4
+        thr = tune_thresholds(probs["val"][s], data.val.y)
+        tuned = report(probs["val"][s], data.val.y, data.classes, thr).f1
+        plain = report(probs["val"][s], data.val.y, data.classes, 0.5).f1
+        assert (tuned >= plain - 1e-9).all()

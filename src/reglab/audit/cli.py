@@ -46,12 +46,20 @@ def _split_arrays(spec: str, against: str, val_fraction: float) -> tuple[np.ndar
     def arrays(split: Any) -> tuple[np.ndarray, np.ndarray]:
         return split.inputs(torch.arange(len(split))).numpy(), split.y.numpy()
 
-    xa, ya = arrays(d.train)
-    meta: dict[str, Any] = {"dataset": spec, "a": "train", "image": d.kind == "image", "y_a": ya}
+    if against == "val":  # the loader's carve-out: train vs the validation split taken from it
+        xa, ya = arrays(d.train)
+        meta: dict[str, Any] = {"dataset": spec, "a": "train", "image": d.kind == "image", "y_a": ya}
+        xb, yb = arrays(d.val)
+        meta.update(b="val", y_b=yb)
+        return xa, xb, meta
+    # the whole original training set (train rows, then validation rows) against test, or within itself
+    (xt, yt), (xv, yv) = arrays(d.train), arrays(d.val)
+    xa, ya = np.concatenate([xt, xv]), np.concatenate([yt, yv])
+    meta = {"dataset": spec, "a": "train", "image": d.kind == "image", "y_a": ya}
     if against == "none":
         return xa, None, meta
-    xb, yb = arrays(d.test if against == "test" else d.val)
-    meta.update(b=against, y_b=yb)
+    xb, yb = arrays(d.test)
+    meta.update(b="test", y_b=yb)
     return xa, xb, meta
 
 
@@ -59,8 +67,9 @@ def _split_arrays(spec: str, against: str, val_fraction: float) -> tuple[np.ndar
 def duplicates(
     data: list[str] = typer.Argument(..., help="a dataset spec (cifar10, mnist, digits, csv:PATH, ...) or one "
                                                 "or two .npy files (rows = examples; two files = A vs B)"),
-    against: str = typer.Option("test", help="split compared with train: test, val, or none (within train); "
-                                              "ignored for .npy files"),
+    against: str = typer.Option("test", help="test: train+validation (the whole original training set; indices "
+                                              "count train rows then validation rows) vs test; none: within "
+                                              "train+validation; val: train vs validation. Ignored for .npy files"),
     bits: int = typer.Option(16, help="hyperplanes per hash code"),
     tables: int = typer.Option(8, help="independent hash tables"),
     probe: int = typer.Option(1, help="multi-probe Hamming radius (0, 1 or 2)"),

@@ -17,7 +17,8 @@ The classic pairwise approach (Fellegi & Sunter 1969; Christen, "Data Matching",
 :func:`cross_validate` folds over the true match pairs (records of one fold are never seen in
 training) and counts, over the held-out A records, correct matches, wrong matches (matched to a record
 that is not the partner, or matched though there is no partner), missed matches (abstained on a
-record that has a partner) and correct abstentions. The baseline :func:`levenshtein_first` matches
+record that has a partner) and correct abstentions; held-out A records compete for every B record that
+no training match has taken. The baseline :func:`levenshtein_first` matches
 each A record to the first unused B record whose normalized Levenshtein similarity reaches a
 threshold (tuned on the training folds). :func:`make_tables` generates a labelled pair of tables.
 """
@@ -324,9 +325,11 @@ def cross_validate(
 ) -> dict[str, CVResult]:
     """k-fold cross-validation of the classifier and of the Levenshtein baseline (same folds).
 
-    Each fold holds out ~1/k of the true pairs plus ~1/k of the unpaired records of each table; the
-    classifier is trained on the other records' labelled matches, the baseline's threshold is the one
-    maximizing ``correct - wrong`` on them; both then match held-out A records to held-out B records.
+    Each fold holds out ~1/k of the true pairs plus ~1/k of the unpaired A records; the classifier is
+    trained on the other records' labelled matches (negatives drawn from the B records of the other
+    folds), the baseline's threshold is the one maximizing ``correct - wrong`` on them; both then match
+    the held-out A records against every B record that no training match has taken (the held-out
+    partners and all unpaired B records, the candidates a user would face).
     The baseline compares the ``baseline_columns`` (A names; default: all compared columns) joined by
     spaces.
     """
@@ -348,10 +351,13 @@ def cross_validate(
     results = {"classifier": CVResult("classifier", LinkScore(), [], []),
                "levenshtein": CVResult("levenshtein", LinkScore(), [], [])}
     split = _folds(pairs, len(a), len(b), folds, seed)
-    for f, (test_a, test_b) in enumerate(split):
+    for f, (test_a, fold_b) in enumerate(split):
         train_a = np.setdiff1d(np.arange(len(a)), test_a)
-        train_b = np.setdiff1d(np.arange(len(b)), test_b)
+        train_b = np.setdiff1d(np.arange(len(b)), fold_b)
         train_pairs = pairs[np.isin(pairs[:, 0], train_a)]
+        # held-out A records are matched against every B record not known to be taken by a labelled
+        # match: their partners and *all* the unpaired B records, as in use
+        test_b = np.setdiff1d(np.arange(len(b)), train_pairs[:, 1])
 
         clf = PairClassifier(negatives, hard_fraction, seed=seed + f).fit(feats, train_pairs, train_b)
         prob = clf.predict_proba(feats[np.ix_(test_a, test_b)])

@@ -8,6 +8,10 @@
 disabled), or else from the Hugging Face dataset ``go_emotions`` ("simplified") when the
 ``datasets`` package is installed and the machine is online.
 
+``train_size`` keeps a random subset of that many training rows (drawn with ``split_seed``, before the
+vocabulary is built, so the vocabulary comes from the rows actually trained on), for CPU budgets;
+validation and test are always complete.
+
 Texts are tokenized with :mod:`reglab.text` (vocabulary from the training split only, ``<pad>`` = 0,
 ``<unk>`` = 1) into ``(N, max_len)`` int64 ids; targets are ``(N, 28)`` float32 0/1 rows. The
 tokenized tensors are cached under ``$REGLAB_CACHE/goemotions``.
@@ -34,7 +38,7 @@ NUM_LABELS = 28
 SPLITS = {"train": "train", "val": "dev", "test": "test"}  # our name -> file stem
 ROWS = {"train": 43_410, "val": 5_426, "test": 5_427}
 HF_NAME, HF_CONFIG = "go_emotions", "simplified"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def offline_dir() -> Path | None:
@@ -99,8 +103,8 @@ def _read_hf() -> tuple[dict[str, pd.DataFrame], list[str]]:
     return frames, classes
 
 
-def _cache_key(source: str, folder: Path | None, max_len: int, min_count: int, max_vocab: int | None) -> str:
-    parts = [f"v{CACHE_VERSION}", source, str(max_len), str(min_count), str(max_vocab)]
+def _cache_key(source: str, folder: Path | None, *settings: object) -> str:
+    parts = [f"v{CACHE_VERSION}", source, *map(str, settings)]
     if folder is not None:  # a changed copy invalidates the cache
         for p in sorted(folder.iterdir()):
             if p.is_file():
@@ -118,16 +122,22 @@ def load_goemotions(
     max_len: Annotated[int, Field(ge=1, le=4096)] = 64,
     min_count: Annotated[int, Field(ge=1)] = 2,
     max_vocab: Annotated[int, Field(ge=2)] | None = None,
+    train_size: Annotated[int, Field(ge=1)] | None = None,
     cache: bool = True,
 ) -> Data:
-    """``val_fraction``/``split_seed`` are unused: the dev split is the validation split."""
+    """``val_fraction`` is unused: the dev split is the validation split. ``split_seed`` draws the
+    ``train_size`` subset (all 43,410 training rows when ``None``)."""
     folder = offline_dir()
     source = "offline" if folder is not None else "huggingface"
-    path = cache_dir("goemotions") / f"{source}-{_cache_key(source, folder, max_len, min_count, max_vocab)}.pt"
+    key = _cache_key(source, folder, max_len, min_count, max_vocab, train_size, split_seed if train_size else None)
+    path = cache_dir("goemotions") / f"{source}-{key}.pt"
     if cache and path.is_file():
         state = torch.load(path, weights_only=True)
     else:
         frames, classes = _read_offline(folder) if folder is not None else _read_hf()
+        if train_size is not None and train_size < len(frames["train"]):
+            rows = np.random.default_rng(split_seed).choice(len(frames["train"]), train_size, replace=False)
+            frames["train"] = frames["train"].iloc[np.sort(rows)].reset_index(drop=True)
         ids, vocab, info = encode_text_column(
             {name: frames[name]["text"].tolist() for name in SPLITS},
             train="train", max_len=max_len, min_count=min_count, max_size=max_vocab,
