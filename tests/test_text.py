@@ -380,3 +380,39 @@ def test_train_subset_and_study_class_report_reproduce_the_stored_metrics(tmp_pa
         tuned = report(probs["val"][s], data.val.y, data.classes, thr).f1
         plain = report(probs["val"][s], data.val.y, data.classes, 0.5).f1
         assert (tuned >= plain - 1e-9).all()
+
+
+def test_csv_text_column_is_tokenized_with_a_training_vocabulary(tmp_path):
+    import random
+
+    from reglab.config import RunConfig
+    from reglab.data import load
+    from reglab.trainer import fit
+
+    rng = random.Random(0)
+    good, bad = ["great", "lovely", "superb", "fine"], ["awful", "poor", "boring", "bad"]
+    rows = ["review,label,split"]
+    for i in range(400):
+        label = i % 2
+        words = [rng.choice(good if label else bad) for _ in range(rng.randint(2, 6))] + ["movie"]
+        split = "test" if i >= 360 else "train"
+        if split == "test" and i == 399:
+            words.append("zyzzyva")  # a word seen in no training row
+        rows.append(f"{' '.join(words)},{'pos' if label else 'neg'},{split}")
+    path = tmp_path / "reviews.csv"
+    path.write_text("\n".join(rows))
+    data = load(f"csv:{path}", target="label", text="review", max_len=8, min_count=1)
+    assert data.kind == "text" and data.input_shape == (8,) and data.classes == ["neg", "pos"]
+    assert data.train.x.dtype == torch.int64 and data.train.x.shape[1] == 8
+    assert data.info["vocab_size"] == 2 + len(good) + len(bad) + 1  # <pad>, <unk>, the words, "movie"
+    assert (data.test.x[-1] == 1).any()  # the unseen test word is <unk>
+    assert (data.train.x[:, -1] == 0).any()  # short reviews are padded with <pad> = 0
+    with pytest.raises(ReglabError, match="text column 'label' is the target"):
+        load(f"csv:{path}", target="label", text="label")
+    with pytest.raises(ReglabError, match="text"):
+        load(f"csv:{path}", target="label", text="reviw")
+    cfg = RunConfig(dataset=f"csv:{path}", dataset_options={"target": "label", "text": "review", "max_len": 8,
+                    "min_count": 1}, model="transformer", epochs=4, batch_size=32,
+                    techniques=[{"name": "adamw", "lr": 3e-3}])
+    result = fit(cfg, data=data, progress=False)[0]
+    assert result.metrics["test_accuracy"] > 0.9

@@ -15,6 +15,11 @@ Splits: a ``split`` column with values train/val/test assigns rows; otherwise a 
 ``test_fraction`` of rows (stratified for classification when every class has two rows) is the test
 split. Validation rows come from ``val`` in the split column or are carved from train with
 ``split_seed``. Missing values are an error naming the column unless ``dropna=True``.
+
+Text: ``text="review"`` names a text column, tokenized with :func:`reglab.text.encode_text_column`
+(vocabulary from the training rows only, ``<pad>`` = 0, ``<unk>`` = 1, ``max_len`` tokens,
+``min_count``, ``max_vocab``) into ``(N, max_len)`` int64 ids; the data is ``kind="text"`` (for
+``model="transformer"``, which reads ``vocab_size`` from ``Data.info``) and uses no other feature.
 """
 from __future__ import annotations
 
@@ -132,6 +137,10 @@ def load_csv(
     standard_error_column: str | None = None,
     test_fraction: float = 0.2,
     dropna: bool = False,
+    text: str | None = None,
+    max_len: int = 64,
+    min_count: int = 2,
+    max_vocab: int | None = None,
 ) -> Data:
     p, df = _read(path)
     columns = list(df.columns)
@@ -148,6 +157,14 @@ def load_csv(
         raise ReglabError(f"csv: standard_error_column '{se}' is also the target")
     split_col = SPLIT_COLUMN if SPLIT_COLUMN in columns and target != SPLIT_COLUMN else None
     reserved = {target, se, split_col}
+    if text is not None:
+        if text not in columns:
+            raise _column_error("text", text, columns)
+        if text in reserved:
+            raise ReglabError(f"csv: text column '{text}' is the target, standard-error or split column")
+        if features:
+            raise ReglabError(f"csv: a text dataset uses only its text column '{text}'; drop option 'features'")
+        features = [text]
     if features is None:
         features = [c for c in columns if c not in reserved]
     else:
@@ -188,13 +205,16 @@ def load_csv(
         rows["train"], rows["val"] = carved_train.x, carved_val.x
     if len(rows["train"]) == 0:
         raise ReglabError("csv: no training rows")
+    extra_all = {"standard_error": torch.from_numpy(df[se].to_numpy(dtype=np.float32))} if se else {}
+    if text is not None:
+        return _text_data(path, p, df, text, target, rows, y_all, classes, classification, extra_all,
+                          max_len, min_count, max_vocab, split_col)
 
     x_np, names, one_hot = _encode(df[features], rows["train"].numpy())
     mean = x_np[rows["train"].numpy()].mean(axis=0)
     std = x_np[rows["train"].numpy()].std(axis=0)
     std[std == 0] = 1.0
     x_all = torch.from_numpy(((x_np - mean) / std).astype(np.float32))
-    extra_all = {"standard_error": torch.from_numpy(df[se].to_numpy(dtype=np.float32))} if se else {}
 
     def split(r: str) -> Split:
         idx = rows[r]
@@ -209,4 +229,24 @@ def load_csv(
             "feature_std": std.tolist(), "one_hot": one_hot, "standard_error_column": se,
             "split_source": "column" if split_col else "random", "rows": len(df),
         },
+    )
+
+
+def _text_data(path: str, p: Path, df: pd.DataFrame, text: str, target: str, rows: dict, y_all: torch.Tensor,
+               classes: list[str], classification: bool, extra_all: dict, max_len: int, min_count: int,
+               max_vocab: int | None, split_col: str | None) -> Data:
+    """The text-column variant of :func:`load_csv` (see the module docstring)."""
+    from ..text import encode_text_column
+
+    strings = df[text].astype(str)
+    ids, _, info = encode_text_column({r: strings.iloc[rows[r].numpy()].tolist() for r in SPLIT_VALUES},
+                                      train="train", max_len=max_len, min_count=min_count, max_size=max_vocab)
+    splits = {r: Split(ids[r], y_all[rows[r]], extra={k: v[rows[r]] for k, v in extra_all.items()})
+              for r in SPLIT_VALUES}
+    info.update(source=str(p), target=target, text_column=text, rows=len(df),
+                split_source="column" if split_col else "random")
+    return Data(
+        name=f"csv:{path}", task="classification" if classification else "regression",
+        train=splits["train"], val=splits["val"], test=splits["test"], input_shape=(max_len,),
+        classes=classes, mean=None, std=None, kind="text", info=info,
     )
