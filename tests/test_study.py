@@ -277,3 +277,11 @@ def test_cli_study_json_last_line_and_report_rerender(tmp_path):
     assert (tmp_path / "o" / "report" / "report.md").exists()
     bad = subprocess.run(_cli("study", "quikstart"), capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "did you mean 'quickstart'" in bad.stderr
+
+
+def test_configurations_list_the_settings_a_step_changes():
+    from reglab.study.report import describe
+
+    planned = plan(spec(steps=[{"name": "longer", "set": {"epochs": 5}}]))
+    assert describe(planned[0].config, planned[0].config) == "sgd(momentum=0.0)"
+    assert describe(planned[1].config, planned[0].config) == "sgd(momentum=0.0), epochs=5"

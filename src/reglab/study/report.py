@@ -253,21 +253,25 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
     blocks.append(("h2", "Configurations"))
     configs = {p.key: p.config for p in plan(spec)}
     for r in table["rows"]:
-        blocks.append(("li", f"**{r['label']}** (`{r['key']}`): {describe(configs[r['key']])}"))
+        blocks.append(("li", f"**{r['label']}** (`{r['key']}`): {describe(configs[r['key']], configs[table['rows'][0]['key']])}"))
     (out / "report.md").write_text(_to_markdown(blocks))
     (out / "report.html").write_text(_to_html(blocks))
     (out / "report.json").write_text(json.dumps(table, indent=2, default=float))
     return table
 
 
-def describe(config: Any) -> str:
-    """The resolved techniques of a configuration, with the knobs that differ from their defaults."""
+def describe(config: Any, baseline: Any = None) -> str:
+    """The resolved techniques of a configuration, with the knobs that differ from their defaults,
+    and the settings (epochs, batch size, model options, ...) in which it differs from ``baseline``."""
     from ..config import resolve_techniques
 
     parts = []
     for t in resolve_techniques(config.techniques):
         knobs = ", ".join(f"{k}={v}" for k, v in t.knobs.model_dump(exclude_defaults=True).items())
         parts.append(f"{t.name}({knobs})")
+    if baseline is not None:
+        mine, base = config.model_dump(exclude={"techniques"}), baseline.model_dump(exclude={"techniques"})
+        parts += [f"{k}={v}" for k, v in mine.items() if v != base[k]]
     return ", ".join(parts)
 
 
