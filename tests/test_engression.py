@@ -307,3 +307,31 @@ def test_sample_quantile_and_interval() -> None:
     lo, hi = sample_interval(x, 0.9, dim=1)
     torch.testing.assert_close(lo, q[..., 0])
     torch.testing.assert_close(hi, q[..., 2])
+
+
+# ---- the Figure-4 reproduction's pieces ------------------------------------------------------------
+def test_fig4_seeds_trained_together_match_a_seed_trained_alone() -> None:
+    from reglab.repro.engression_fig4 import _training_data, fit_and_predict
+
+    cfg = dict(steps=15, batch=32, lr=3e-3, hidden=8, blocks=1, noise_dim=2, samples=2, draws=16)
+    data = [_training_data("square", "pre", 100, s) for s in (0, 1)]
+    xs, ys = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
+    grid = torch.linspace(0, 6, 7).unsqueeze(1)
+    both = fit_and_predict("L1", xs, ys, grid, cfg, [0, 1])
+    alone = fit_and_predict("L1", xs[:1], ys[:1], grid, cfg, [0])
+    assert both.shape == (2, 7) and alone.shape == (1, 7)
+    torch.testing.assert_close(both[:1], alone, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(both[0], both[1])  # different data and initialization per seed
+    eng = fit_and_predict("engression", xs, ys, grid, cfg, [0, 1])
+    assert eng.shape == (2, 7) and torch.isfinite(eng).all()
+
+
+def test_fig4_extrapolation_error_splits_the_grid_at_the_training_range() -> None:
+    from reglab.repro.engression_fig4 import extrapolation_error
+
+    grid = torch.tensor([[0.0], [1.0], [2.0], [4.0], [6.0]])  # square: training range [0, 2]
+    truth = g_star("square", grid.squeeze(1))
+    pred = torch.stack([truth, truth + torch.tensor([0.0, 0.0, 0.0, 1.0, 3.0]), truth + 0.5])
+    outside, inside = extrapolation_error(pred, grid, "square")
+    torch.testing.assert_close(outside, torch.tensor([0.0, 2.0, 0.5]))
+    torch.testing.assert_close(inside, torch.tensor([0.0, 0.0, 0.5]))

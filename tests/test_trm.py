@@ -42,6 +42,22 @@ def test_registry_shapes_and_knob_errors():
         build_model("trm", (81,), 9, latent_init="zeros")
     with pytest.raises(ReglabError, match="divisible"):
         build_model("trm", (81,), 9, block="attention", dim=10, heads=4)
+    with pytest.raises(ReglabError, match="test_k"):
+        build_model("trm", (81,), 9, test_k=3)  # best-of-k needs random starts
+
+
+def test_eval_forward_with_random_init_is_deterministic_and_best_of_k():
+    torch.manual_seed(0)
+    model = build_model("trm", (81,), 9, n=1, T=1, n_sup_test=2, latent_init="random", test_k=3, **SMALL).eval()
+    with torch.no_grad():
+        model.halt_head.weight.normal_()
+    x, _ = puzzles(5, 40)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        a, b = model(x), model(x)
+        expected, _ = best_of_k(model, x, 3, generator=torch.Generator().manual_seed(model.eval_seed))
+    assert torch.equal(a, b) and torch.equal(a, expected)
+    assert torch.equal(torch.get_rng_state(), state)  # evaluation leaves the global generator alone
 
 
 def test_recursion_counts_train_and_test():

@@ -38,8 +38,12 @@ class Ensemble(nn.Module):
         object.__setattr__(self, "_template", copy.deepcopy(members[0]).to("meta"))
         self._names = list(params)
         self._buffer_names = list(buffers)
+        linear = {f"{m}.weight" if m else "weight" for m, mod in members[0].named_modules() if isinstance(mod, nn.Linear)}
         for name, value in params.items():
-            self.register_parameter(_key(name), nn.Parameter(value.detach().clone()))
+            value = value.detach().clone()
+            if name in linear:  # column-major per seed: the layout vmap's backward gives the gradient in,
+                value = value.transpose(-1, -2).contiguous().transpose(-1, -2)  # so no copy per step
+            self.register_parameter(_key(name), nn.Parameter(value))
         for name, value in buffers.items():
             self.register_buffer(_key(name), value.detach().clone())
 

@@ -40,6 +40,16 @@ def blockers(config: RunConfig) -> list[str]:
     return [f"{t.name}: {t.group_ok}" for t in resolve_techniques(config.techniques) if t.group_ok is not True]
 
 
+def _clock(device: torch.device) -> float:
+    """Seconds to time a step with: this process's CPU time on the CPU (a shared machine preempts
+    long steps more often than short ones, which biases wall-clock medians), synchronized wall-clock
+    time on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
+
+
 def _stepper(config: RunConfig, seeds: list[int], data: Data) -> Callable[[int], float]:
     """A function that runs training step ``i`` of a fresh run of ``seeds`` and returns its seconds."""
     run = build_run(config, seeds, data)
@@ -51,21 +61,18 @@ def _stepper(config: RunConfig, seeds: list[int], data: Data) -> Callable[[int],
         rows = order[:, (i * batch) % max(1, n - batch):][:, :batch]
         x = data.normalize(data.to_input(data.train.inputs(rows)))
         y = data.train.y[rows]
-        if run.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        run.batch_rows = rows
+        t0 = _clock(run.device)
         _default_step(run, x, y)
-        if run.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        return _clock(run.device) - t0
 
     return step
 
 
-def decide(config: RunConfig, seeds: list[int], data: Data, steps: int = 5, margin: float = 0.9) -> Decision:
+def decide(config: RunConfig, seeds: list[int], data: Data, steps: int = 7, margin: float = 0.9) -> Decision:
     """Group or not, and why (see the module docstring). The two paths' steps are timed
-    alternately, so that a machine whose load changes meanwhile affects both alike; medians after
-    two warm-up steps each."""
+    alternately (see :func:`_clock`), so that a machine whose load changes meanwhile affects both
+    alike; medians after two warm-up steps each."""
     if len(seeds) == 1:
         return Decision(False, "one seed")
     if reasons := blockers(config):

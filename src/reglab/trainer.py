@@ -233,7 +233,7 @@ def train_epoch(run: Run, bar: Any = None) -> list[dict[str, float]]:
     steppers = _hooks(run, "train_step")
     loss_sum = torch.zeros(size, device=run.device)
     correct = torch.zeros(size, device=run.device)
-    seen = 0
+    seen = scored = 0  # examples trained on; of those, examples the default step scored
     for i in range(run.steps_per_epoch):
         rows = order[:, i * batch : (i + 1) * batch]
         run.batch_rows = rows
@@ -251,6 +251,7 @@ def train_epoch(run: Run, bar: Any = None) -> list[dict[str, float]]:
             if data.task == "classification":
                 target = y.argmax(-1) if y.is_floating_point() else y
                 correct += (out.argmax(-1) == target).reshape(size, -1).float().mean(1) * rows.shape[1]
+                scored += rows.shape[1]
         for hook in _hooks(run, "after_step"):
             hook(run)
         loss_sum += losses.detach() * rows.shape[1]
@@ -258,8 +259,8 @@ def train_epoch(run: Run, bar: Any = None) -> list[dict[str, float]]:
         if bar is not None:
             bar.update(1)
     records = [{"train_loss": v} for v in (loss_sum / seen).tolist()]
-    if data.task == "classification":
-        for rec, acc in zip(records, (correct / seen).tolist()):
+    if data.task == "classification" and scored:  # a train_step hook reports its own metrics
+        for rec, acc in zip(records, (correct / scored).tolist()):
             rec["train_accuracy"] = acc
     return records
 

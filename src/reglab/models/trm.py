@@ -20,7 +20,9 @@ arXiv:2510.04871), its pseudocode (Figure 3) and reference code:
 Latent initialization: ``"learned"``: learned vectors (D,) broadcast over cells (the reference code
 uses fixed random buffers); ``"random"``: fresh N(0, ``init_std``) latents at every forward pass,
 which makes :func:`best_of_k` (k random starts, keep each example's answer with the most confident
-halting head) meaningful.
+halting head) meaningful. In eval mode a random-init model draws its starts from a generator seeded
+with ``eval_seed`` at every call (evaluation is deterministic and leaves the global RNG alone) and,
+with ``test_k > 1``, its ``forward`` returns the best-of-``test_k`` answer.
 
 Variants for ablations (``VARIANTS``): ``single`` (the network applied in one latent recursion with
 n=1, T=1, one supervision step) and ``bptt`` (T latent recursions all with gradients, one
@@ -113,12 +115,15 @@ class TRM(nn.Module):
         init_std: float = 1.0,
         halt_threshold: float = 0.5,
         act: bool = True,
+        test_k: int = 1,
+        eval_seed: int = 0,
     ):
         super().__init__()
         self.length, self.vocab, self.classes, self.dim = length, vocab, classes, dim
         self.n, self.T, self.n_sup, self.n_sup_test = n, T, n_sup, n_sup_test
         self.backprop, self.latent_init, self.init_std = backprop, latent_init, init_std
         self.halt_threshold, self.act = halt_threshold, act
+        self.test_k, self.eval_seed = test_k, eval_seed
         self.token_emb = nn.Embedding(vocab, dim)
         self.pos_emb = nn.Parameter(torch.randn(length, dim))
         if block == "mixer":
@@ -193,6 +198,11 @@ class TRM(nn.Module):
         return logits.reshape(*lead, self.length, self.classes), halt.reshape(lead)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and self.latent_init == "random":
+            gen = torch.Generator(device=self.pos_emb.device).manual_seed(self.eval_seed)
+            if self.test_k > 1:
+                return best_of_k(self, x, self.test_k, generator=gen)[0]
+            return self.run(x, generator=gen)[0]
         return self.run(x)[0]
 
 
@@ -305,9 +315,12 @@ def trm(
     init_std: Annotated[float, Field(gt=0)] = 1.0,
     halt_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5,
     act: bool = True,
+    test_k: Positive = 1,
     vocab: Annotated[int, Field(ge=2)] | None = None,
 ) -> TRM:
     """Inputs are (L,) integer tokens (0 = blank); ``vocab`` defaults to ``num_outputs + 1``."""
+    if test_k > 1 and latent_init != "random":
+        raise ReglabError("model trm: test_k > 1 (best-of-k at test time) needs latent_init='random'")
     if len(input_shape) != 1:
         raise ReglabError(f"model trm: input_shape must be (cells,), got {input_shape}")
     return TRM(
@@ -315,4 +328,5 @@ def trm(
         dim=dim, layers=layers, block=block, token_hidden=token_hidden, channel_hidden=channel_hidden,
         heads=heads, norm=norm, n=n, T=T, n_sup=n_sup, n_sup_test=n_sup_test, backprop=backprop,
         latent_init=latent_init, init_std=init_std, halt_threshold=halt_threshold, act=act,
+        test_k=test_k,
     )
