@@ -121,3 +121,23 @@ def test_bad_seeds_and_metric():
         fit(config(epochs=1), seeds=[1, 1], progress=False)
     with pytest.raises(ReglabError, match="not recorded"):
         fit(config(epochs=1, metric="val_f1"), progress=False)
+
+
+def test_channels_last_feeds_channels_last_batches_and_changes_nothing_else():
+    data = image_data()
+    seen = []
+    cfg = lambda cl: RunConfig(model="convnet", epochs=2, batch_size=32, channels_last=cl,  # noqa: E731
+                               techniques=[{"name": "sgd", "lr": 0.05}])
+
+    class Probe:
+        def on_fit_start(self, run):
+            run.model.single[0].register_forward_pre_hook(
+                lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+
+    on = fit(cfg("on"), data=data, callbacks=(Probe(),), progress=False)[0]
+    assert seen and all(seen)
+    seen.clear()
+    off = fit(cfg("off"), data=data, callbacks=(Probe(),), progress=False)[0]
+    assert not any(seen)
+    for key in ("val_loss", "test_loss"):
+        assert on.metrics[key] == pytest.approx(off.metrics[key], rel=1e-4)

@@ -74,6 +74,7 @@ class Run:
     loss_options: dict[str, Any] = field(default_factory=dict)
     trajectory: dict[str, list[list[float]]] = field(default_factory=dict)
     batch_rows: Tensor | None = None  # (S, B) indices into the train split of the current batch
+    channels_last: bool = False  # model and image batches in channels_last memory format
     improved: list[int] = field(default_factory=list)  # seeds whose selection metric improved this epoch
     elapsed: float = 0.0
 
@@ -178,7 +179,8 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
         members.append(model)
     model = Ensemble(members).to(device)
     use_cl = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
-    if use_cl and len(seeds) == 1 and len(data.input_shape) == 3:
+    use_cl = use_cl and len(seeds) == 1 and len(data.input_shape) == 3
+    if use_cl:
         model = model.to(memory_format=torch.channels_last)
     if config.compile and len(seeds) == 1:
         model.single.compile()  # in place: parameter names and checkpoints are unchanged
@@ -190,7 +192,7 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
         device=device, generators=generators, metric=metric, maximize=metric_maximized(metric),
         steps_per_epoch=max(1, n // batch), history=[[] for _ in seeds], stopped=[False] * len(seeds),
         best_value=[-math.inf if metric_maximized(metric) else math.inf] * len(seeds),
-        best_epoch=[0] * len(seeds),
+        best_epoch=[0] * len(seeds), channels_last=use_cl,
     )
     params = list(model.parameters())
     for t in techniques:
@@ -241,7 +243,7 @@ def train_epoch(run: Run, bar: Any = None) -> list[dict[str, float]]:
         y = data.train.y[rows]
         for transform in transforms:
             x, y = transform(run, x, y)
-        x = data.normalize(x)
+        x = _layout(run, data.normalize(x))
         losses = None
         for hook in steppers:
             if (losses := hook(run, x, y)) is not None:
@@ -263,6 +265,13 @@ def train_epoch(run: Run, bar: Any = None) -> list[dict[str, float]]:
         for rec, acc in zip(records, (correct / scored).tolist()):
             rec["train_accuracy"] = acc
     return records
+
+
+def _layout(run: Run, x: Tensor) -> Tensor:
+    """Image batches in channels_last when the model is (``(S, B, C, H, W)`` or ``(B, C, H, W)``)."""
+    if run.channels_last and x.dim() >= 4:
+        return x.flatten(0, x.dim() - 4).contiguous(memory_format=torch.channels_last).reshape(x.shape)
+    return x
 
 
 def _default_step(run: Run, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -294,7 +303,7 @@ def evaluate(run: Run, split: Split, prefix: str) -> list[dict[str, float]]:
     extra_hooks = _hooks(run, "batch_metrics")
     for start in range(0, n, run.config.eval_batch_size):
         rows = torch.arange(start, min(n, start + run.config.eval_batch_size), device=run.device)
-        x = data.normalize(data.to_input(split.inputs(rows)))
+        x = _layout(run, data.normalize(data.to_input(split.inputs(rows))))
         y = split.y[rows]
         with _autocast(run):
             out = run.model(x, shared=True).float()
