@@ -11,6 +11,7 @@ from reglab.config import RunConfig
 from reglab.data import Data, Split
 from reglab.errors import ReglabError
 from reglab.techniques.class_balance import class_weights, pos_weights
+from reglab.techniques.dropout import SeedDropout, hash_uniform
 from reglab.techniques.early_stopping import should_stop
 from reglab.trainer import build_run, criterion, fit
 
@@ -348,13 +349,25 @@ def flat_leaves(model):
     return [m for m in model.modules() if not list(m.children())]
 
 
+def test_hash_uniform_is_uniform_and_depends_on_key_and_call():
+    u = hash_uniform(torch.tensor(7), torch.tensor(1), torch.Size([200, 500]), torch.device("cpu"))
+    assert 0 <= u.min() and u.max() < 1
+    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
+    hist = torch.histc(u, bins=10, min=0, max=1) / u.numel()
+    assert (hist - 0.1).abs().max() < 0.005
+    assert torch.equal(u, hash_uniform(torch.tensor(7), torch.tensor(1), torch.Size([200, 500]), torch.device("cpu")))
+    for key, call in ((8, 1), (7, 2)):
+        other = hash_uniform(torch.tensor(key), torch.tensor(call), torch.Size([200, 500]), torch.device("cpu"))
+        assert abs(torch.corrcoef(torch.stack([u.flatten(), other.flatten()]))[0, 1].item()) < 0.01
+
+
 def test_dropout_sits_after_every_activation_and_acts_only_in_training():
     cfg = config([{"name": "dropout", "p": 0.25}], model_options={"hidden": [64, 32]})
     model = model_of(cfg)
     leaves = flat_leaves(model)
     kinds = [type(m) for m in leaves]
-    assert kinds == [nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
-    assert all(m.p == 0.25 for m in leaves if isinstance(m, nn.Dropout))
+    assert kinds == [nn.Flatten, nn.Linear, nn.ReLU, SeedDropout, nn.Linear, nn.ReLU, SeedDropout, nn.Linear]
+    assert all(m.p == 0.25 for m in leaves if isinstance(m, SeedDropout))
     plain = model_of(config([], model_options={"hidden": [64, 32]}))
     x = DATA.normalize(DATA.to_input(DATA.train.x))
     model.eval()
