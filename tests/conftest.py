@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from reglab.config import RunConfig
 from reglab.data import Data, Split
 
 DATA_ROOT = Path(os.environ.get("REGLAB_DATA", "")) if os.environ.get("REGLAB_DATA") else None
@@ -65,3 +66,14 @@ def image_data(n_train=192, n_val=64, n_test=64, classes=4, channels=3, size=8, 
 @pytest.fixture
 def tiny_images() -> Data:
     return image_data()
+
+
+def mlp_config(techniques, **kw) -> RunConfig:
+    """A small MLP run config with ``techniques``; keyword arguments override any field."""
+    base = dict(model="mlp", model_options={"hidden": [16]}, epochs=2, batch_size=32, techniques=techniques)
+    return RunConfig(**{**base, **kw})
+
+
+def technique(run, name: str):
+    """The technique instance ``name`` of a built run."""
+    return next(t for t in run.techniques if getattr(t, "name", None) == name)

@@ -3,16 +3,14 @@ otherwise, with the same results either way (issue 5)."""
 import pytest
 import torch
 
-from reglab.config import RunConfig
 from reglab.seeds import blockers, decide, fit_seeds
 
-from conftest import image_data
+from conftest import image_data, mlp_config
 
 DATA = image_data(n_train=128, n_val=32, n_test=32)
 
 
-def config(techniques, **kw):
-    return RunConfig(model="mlp", model_options={"hidden": [16]}, epochs=2, batch_size=32, techniques=techniques, **kw)
+config = mlp_config
 
 
 def test_techniques_that_cannot_stack_fall_back_and_say_why():

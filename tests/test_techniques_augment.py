@@ -23,20 +23,14 @@ from reglab.techniques.cutmix import cut_box
 from reglab.techniques.mixup import beta_sample
 from reglab.trainer import _default_step, build_run, evaluate, fit, train_epoch
 
-from conftest import image_data
+from conftest import image_data, mlp_config, technique
 
 DATA = image_data(n_train=64, n_val=48, n_test=32, size=8)  # 4 classes, (3, 8, 8)
 AUGMENTATIONS = ["crop", "flip", "affine", "color_jitter", "mixup", "cutmix"]
 
 
 def config(techniques, **kw):
-    base = dict(model="mlp", model_options={"hidden": [16]}, epochs=2, batch_size=16, techniques=techniques)
-    base.update(kw)
-    return RunConfig(**base)
-
-
-def technique(run, name):
-    return next(t for t in run.techniques if getattr(t, "name", None) == name)
+    return mlp_config(techniques, **{"batch_size": 16, **kw})
 
 
 def clones(run):

@@ -17,11 +17,10 @@ import math
 import pytest
 import torch
 
-from reglab.config import RunConfig
 from reglab.techniques import make
 from reglab.trainer import _default_step, build_run, fit
 
-from conftest import image_data
+from conftest import image_data, mlp_config
 
 A = torch.tensor([[3.0, 0.5, 0.0], [0.5, 1.0, -0.2], [0.0, -0.2, 0.1]], dtype=torch.float64)
 B = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
@@ -133,10 +132,7 @@ def test_adadelta_several_steps(lr, wd):
 DATA = image_data(n_train=128, n_val=64, n_test=64)
 
 
-def config(techniques, **kw):
-    base = dict(model="mlp", model_options={"hidden": [16]}, epochs=2, batch_size=32, techniques=techniques)
-    base.update(kw)
-    return RunConfig(**base)
+config = mlp_config
 
 
 def first_step(name, knobs, seeds):

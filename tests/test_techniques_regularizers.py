@@ -15,19 +15,12 @@ from reglab.techniques.dropout import SeedDropout, hash_uniform
 from reglab.techniques.early_stopping import should_stop
 from reglab.trainer import build_run, criterion, fit
 
-from conftest import image_data
+from conftest import image_data, mlp_config, technique
 
 DATA = image_data(n_train=64, n_val=32, n_test=32)
 
 
-def config(techniques, **kw):
-    base = dict(model="mlp", model_options={"hidden": [16]}, epochs=2, batch_size=32, techniques=techniques)
-    base.update(kw)
-    return RunConfig(**base)
-
-
-def technique(run, name):
-    return next(t for t in run.techniques if getattr(t, "name", None) == name)
+config = mlp_config
 
 
 def start(run):

@@ -10,21 +10,18 @@ import math
 import pytest
 import torch
 
-from reglab.config import RunConfig
 from reglab.errors import ReglabError
 from reglab.techniques import make
 from reglab.trainer import build_run, fit
 
-from conftest import image_data
+from conftest import image_data, mlp_config
 
 DATA = image_data(n_train=96, n_val=32, n_test=32)  # batch 16 -> 6 optimizer steps per epoch
 SPE = 6
 
 
 def config(techniques, **kw):
-    base = dict(model="mlp", model_options={"hidden": [16]}, epochs=2, batch_size=16, techniques=techniques)
-    base.update(kw)
-    return RunConfig(**base)
+    return mlp_config(techniques, **{"batch_size": 16, **kw})
 
 
 class LRLog:
