@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from reglab.config import RunConfig, resolve_techniques
+from reglab.config import resolve_techniques
 from reglab.data import Data, Split
 from reglab.errors import ReglabError
 from reglab.techniques.affine import affine, affine_matrices

@@ -24,6 +24,7 @@ import torch
 
 from .config import RunConfig, resolve_techniques
 from .data import Data, load
+from .techniques.base import group_blockers
 from .trainer import RunResult, _default_step, build_run, fit
 
 
@@ -37,7 +38,7 @@ class Decision:
 
 def blockers(config: RunConfig) -> list[str]:
     """Why the techniques of ``config`` cannot train stacked seeds (empty when they can)."""
-    return [f"{t.name}: {t.group_ok}" for t in resolve_techniques(config.techniques) if t.group_ok is not True]
+    return group_blockers(resolve_techniques(config.techniques))
 
 
 def _clock(device: torch.device) -> float:

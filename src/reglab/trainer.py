@@ -32,7 +32,7 @@ from .data import Data, Split, load
 from .ensemble import Ensemble
 from .errors import ReglabError
 from .models import build_model
-from .techniques.base import Technique
+from .techniques.base import Technique, group_blockers
 
 CHECKPOINT_VERSION = 1
 
@@ -159,16 +159,14 @@ def _autocast(run: Run) -> contextlib.AbstractContextManager:
 
 # ---- building a run -----------------------------------------------------------------------------
 def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, callbacks: tuple = ()) -> Run:
+    techniques = resolve_techniques(config.techniques)
+    if len(seeds) > 1 and (reasons := group_blockers(techniques)):
+        raise ReglabError(f"cannot train several seeds in one group ({'; '.join(reasons)}); "
+                          "fit the seeds one at a time (reglab.seeds.fit_seeds does this)")
     device = select_device(config.device)
     if data is None:
         data = load(config.dataset, val_fraction=config.val_fraction, split_seed=config.split_seed, **config.dataset_options)
     data = data.to(device)
-    techniques = resolve_techniques(config.techniques)
-    if len(seeds) > 1:
-        for t in techniques:
-            if t.group_ok is not True:
-                raise ReglabError(f"technique {t.name} cannot train several seeds in one group ({t.group_ok}); "
-                                  "fit the seeds one at a time (reglab.seeds.fit_seeds does this)")
     model_options = {**model_defaults(config.model, data), **config.model_options}
     members = []
     for seed in seeds:

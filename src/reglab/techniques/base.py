@@ -119,6 +119,11 @@ class Technique:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def group_blockers(techniques: list[Any]) -> list[str]:
+    """``"name: reason"`` for each technique that cannot train stacked seeds (empty when all can)."""
+    return [f"{t.name}: {t.group_ok}" for t in techniques if t.group_ok is not True]
+
+
 def per_seed(run: Run, draw: Any) -> Tensor:
     """``stack([draw(g) for g in run.generators])`` moved to ``run.device``: per-seed random draws
     (shape ``(S, ...)``) made on the CPU from each seed's own generator."""
