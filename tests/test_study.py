@@ -238,14 +238,18 @@ def test_sigkill_mid_study_then_rerun_gives_the_same_table_without_recomputing(t
 
 
 # ---- executors ---------------------------------------------------------------------------------
+def timeless_rows(table):
+    """The table's rows without wall times (which differ between executors)."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in table["rows"]]
+
+
 def test_process_executor_gives_the_sequential_table(tmp_path):
     s = spec(seeds=2)
     run_study(s, tmp_path / "seq", progress=False, grouping="single")
     run_study(s, tmp_path / "proc", executor="processes", workers=2, progress=False, grouping="single")
     a = build_table(s, Store(tmp_path / "seq" / "results.sqlite"))
     b = build_table(s, Store(tmp_path / "proc" / "results.sqlite"))
-    strip = lambda t: [{k: v for k, v in r.items() if k != "seconds"} for r in t["rows"]]  # noqa: E731
-    assert strip(a) == strip(b)
+    assert timeless_rows(a) == timeless_rows(b)
 
 
 def test_ray_executor_gives_the_sequential_table(tmp_path):
@@ -255,8 +259,7 @@ def test_ray_executor_gives_the_sequential_table(tmp_path):
     run_study(s, tmp_path / "ray", executor="ray", progress=False, grouping="single")
     a = build_table(s, Store(tmp_path / "seq" / "results.sqlite"))
     b = build_table(s, Store(tmp_path / "ray" / "results.sqlite"))
-    strip = lambda t: [{k: v for k, v in r.items() if k != "seconds"} for r in t["rows"]]  # noqa: E731
-    assert strip(a) == strip(b)
+    assert timeless_rows(a) == timeless_rows(b)
 
 
 def test_unknown_executor(tmp_path):

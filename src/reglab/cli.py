@@ -193,11 +193,12 @@ def report(
         folder = Path("reglab-runs") / folder
     if not (folder / "results.sqlite").exists():
         raise ReglabError(f"{folder}: no results.sqlite (run `reglab study` with --out {folder} first)")
-    names = Store(folder / "results.sqlite").studies()
+    store = Store(folder / "results.sqlite")
+    names = store.studies()
     if not names:
         raise ReglabError(f"{folder}/results.sqlite holds no study")
     for name in names:
-        spec = parse_spec(Store(folder / "results.sqlite").study_spec(name), name)
+        spec = parse_spec(store.study_spec(name), name)
         _report(spec, folder, as_json)
 
 
