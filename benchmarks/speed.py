@@ -23,10 +23,11 @@ Every path is timed over a fixed number of optimizer steps after warm-up steps (
 loader per round); paths are interleaved round by round and the figure is the median over rounds.
 All paths use the same ``torch.set_num_threads`` (default ``os.cpu_count()``; ``--threads``). Two
 clocks: wall-clock seconds, and CPU seconds of the process plus its live children (DataLoader
-workers), which do not depend on what else runs on a shared machine. On CUDA every path runs under
-bf16 autocast (reglab through ``RunConfig.amp``; by hand and Lightning with
-``torch.autocast``/``precision="bf16-mixed"``), the by-hand loaders pin memory, and the clocks are read
-after ``torch.cuda.synchronize()``.
+workers), which do not depend on what else runs on a shared machine. ``--precision`` sets every path
+alike: ``bf16`` runs all of them under bf16 autocast (reglab through ``RunConfig.amp="bf16"``; by hand
+and Lightning with ``torch.autocast``/``precision="bf16-mixed"``), ``fp32`` none, ``auto`` (default)
+bf16 on CUDA and fp32 on the CPU. On CUDA the by-hand loaders pin memory and the clocks are read after
+``torch.cuda.synchronize()``.
 
 The last line is a parseable summary::
 
@@ -69,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="rounds; figures are medians (default 3, quick 1)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps per round (default 6, quick 3)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for every path (default os.cpu_count())")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="every path alike: bf16 autocast or float32 (auto: bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--no-lightning", action="store_true", help="skip (b)")
     args = p.parse_args(argv)
     args.steps = args.steps or (10 if args.quick else 30)
@@ -121,17 +124,21 @@ class Clock:
         return time.perf_counter() - self.wall, cpu_seconds() - self.cpu
 
 
-def cifar_config(device: torch.device, seed: int = 0) -> RunConfig:
+def bf16_on(precision: str, device: torch.device) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def cifar_config(device: torch.device, bf16: bool, seed: int = 0) -> RunConfig:
     return RunConfig(
         dataset="cifar10", model="mlp", model_options={"hidden": HIDDEN}, batch_size=BATCH, seed=seed,
-        device=str(device), amp="auto",
+        device=str(device), amp="bf16" if bf16 else "off",
         techniques=[{"name": "sgd", "lr": LR, "momentum": MOMENTUM}, {"name": "crop", "padding": 4}, {"name": "flip"}],
     )
 
 
-def mnist1d_config(device: torch.device) -> RunConfig:
+def mnist1d_config(device: torch.device, bf16: bool) -> RunConfig:
     return RunConfig(dataset="mnist1d", model="mlp", model_options={"hidden": [256, 256]}, batch_size=BATCH,
-                     device=str(device), amp="auto", techniques=[{"name": "sgd", "lr": LR, "momentum": MOMENTUM}])
+                     device=str(device), amp="bf16" if bf16 else "off", techniques=[{"name": "sgd", "lr": LR, "momentum": MOMENTUM}])
 
 
 # ---- (a) and (b): the by-hand data path ----------------------------------------------------------------
@@ -177,7 +184,8 @@ def loader(dataset: PILImages, workers: int, device: torch.device, seed: int) ->
     )
 
 
-def time_by_hand(dataset: PILImages, workers: int, device: torch.device, warmup: int, steps: int, seed: int) -> tuple[float, float]:
+def time_by_hand(dataset: PILImages, workers: int, device: torch.device, bf16: bool, warmup: int, steps: int,
+                 seed: int) -> tuple[float, float]:
     """(wall, CPU) seconds for ``steps`` steps of the plain loop (after ``warmup`` steps)."""
     torch.manual_seed(seed)
     model = by_hand_mlp().to(device)
@@ -189,7 +197,7 @@ def time_by_hand(dataset: PILImages, workers: int, device: torch.device, warmup:
     def step() -> None:
         x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -206,7 +214,8 @@ def time_by_hand(dataset: PILImages, workers: int, device: torch.device, warmup:
     return seconds
 
 
-def time_lightning(dataset: PILImages, workers: int, device: torch.device, warmup: int, steps: int, seed: int) -> tuple[float, float]:
+def time_lightning(dataset: PILImages, workers: int, device: torch.device, bf16: bool, warmup: int, steps: int,
+                   seed: int) -> tuple[float, float]:
     """(wall, CPU) seconds between the end of batch ``warmup`` and the end of batch ``warmup + steps`` in ``Trainer.fit``."""
     import lightning as L
 
@@ -241,7 +250,7 @@ def time_lightning(dataset: PILImages, workers: int, device: torch.device, warmu
     clock = Timer()
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_steps=warmup + steps, max_epochs=1,
-        precision="bf16-mixed" if device.type == "cuda" else "32-true", logger=False, enable_checkpointing=False,
+        precision="bf16-mixed" if bf16 else "32-true", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock],
     )
     trainer.fit(Module(), train_dataloaders=loader(dataset, workers, device, seed))
@@ -340,8 +349,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     data = load("cifar10").to(device)
     dataset = pil_dataset(data)
     mnist = load("mnist1d").to(device)
-    cifar = cifar_config(device)
-    m1d = mnist1d_config(device)
+    bf16 = bf16_on(args.precision, device)
+    precision = "bf16" if bf16 else "fp32"
+    print(f"precision: {precision} on every path")
+    cifar = cifar_config(device, bf16)
+    m1d = mnist1d_config(device, bf16)
     w, n = args.warmup, args.steps
     m1d_steps = 4 * n  # MNIST-1D steps take milliseconds: more of them for a steadier clock
     t_dec = time.perf_counter()
@@ -354,8 +366,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"({choice_m1d.reason})", flush=True)
 
     paths: dict[str, Callable[[int], tuple[float, float]]] = {
-        "a0": lambda r: time_by_hand(dataset, 0, device, w, n, r),
-        "aN": lambda r: time_by_hand(dataset, workers, device, w, n, r),
+        "a0": lambda r: time_by_hand(dataset, 0, device, bf16, w, n, r),
+        "aN": lambda r: time_by_hand(dataset, workers, device, bf16, w, n, r),
         "c": lambda r: time_reglab(cifar, [r], data, w, n),
         "cifar_group8": lambda r: time_reglab(cifar, SEEDS, data, w, n),
         "m1d_group8": lambda r: time_reglab(m1d, SEEDS, mnist, w, m1d_steps),
@@ -369,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             times[name].append(fn(r))
         if lightning is not None:
             b_workers = 0 if times["a0"][-1][0] <= times["aN"][-1][0] else workers
-            times["b"].append(time_lightning(dataset, b_workers, device, w, n, r))
+            times["b"].append(time_lightning(dataset, b_workers, device, bf16, w, n, r))
         print(f"round {r + 1}/{args.rounds} (wall/CPU s): "
               + " ".join(f"{k}={v[-1][0]:.2f}/{v[-1][1]:.2f}" for k, v in times.items() if v), flush=True)
 
@@ -386,8 +398,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     samples = {k: BATCH * n for k in ("a0", "aN", "a", "b", "c")} | {"d": 8 * BATCH * n}
 
     print()
-    print(f"CIFAR-10 MLP 3072-1024-512-256-10, batch {BATCH}, crop(4)+flip, SGD; {n} timed steps after {w} warm-up, "
-          f"median of {args.rounds} round(s)")
+    print(f"CIFAR-10 MLP 3072-1024-512-256-10, batch {BATCH}, crop(4)+flip, SGD, {precision}; {n} timed steps after "
+          f"{w} warm-up, median of {args.rounds} round(s)")
     print(f"{'path':62s} {'samples/s':>10s} {'x (a)':>6s} {'samples/CPU-s':>14s} {'x (a)':>6s}")
     rows = [
         ("a0", "(a) by hand, PIL+torchvision+DataLoader, num_workers=0"),
@@ -435,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"total {time.perf_counter() - started:.0f} s")
     print("summary: " + " ".join(f"{k}={v:.0f}" if k.endswith("_sps") else f"{k}={v:.2f}" for k, v in summary.items())
           + f" d_path={d_path} mnist1d_auto={'grouped' if choice_m1d.grouped else 'sequential'} "
-          f"threads={threads} device={device.type}")
+          f"threads={threads} device={device.type} precision={precision}")
     return summary
 
 

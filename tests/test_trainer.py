@@ -141,3 +141,30 @@ def test_channels_last_feeds_channels_last_batches_and_changes_nothing_else():
     assert not any(seen)
     for key in ("val_loss", "test_loss"):
         assert on.metrics[key] == pytest.approx(off.metrics[key], rel=1e-4)
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1]])
+def test_amp_bf16_runs_matmuls_in_bf16_on_the_cpu_and_auto_does_not(seeds):
+    """amp='bf16' autocasts training and evaluation on any device (the CPU too); 'auto' only on
+    CUDA, so a CPU run stays float32. bf16 rounding changes the losses a little, not the learning.
+    (Stacked seeds: under vmap a Linear's bias add promotes the bf16 product back to float32, so
+    the probe looks at the first layer's product only for one seed; the losses show it for both.)"""
+    data = image_data()
+    dtypes = []
+
+    class Probe:
+        def on_fit_start(self, run):
+            if len(seeds) == 1:
+                first = next(m for m in run.model.single.modules() if isinstance(m, torch.nn.Linear))
+                first.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+
+    cfg = lambda amp: RunConfig(model="mlp", model_options={"hidden": [32]}, epochs=3, batch_size=32, amp=amp,  # noqa: E731
+                                device="cpu", techniques=[{"name": "sgd", "lr": 0.01}])
+    bf16 = fit(cfg("bf16"), seeds=seeds, data=data, callbacks=(Probe(),), progress=False)
+    assert set(dtypes) == ({torch.bfloat16} if len(seeds) == 1 else set())
+    dtypes.clear()
+    fp32 = fit(cfg("auto"), seeds=seeds, data=data, callbacks=(Probe(),), progress=False)
+    assert set(dtypes) == ({torch.float32} if len(seeds) == 1 else set())
+    for a, b in zip(bf16, fp32):
+        assert a.metrics["val_loss"] != b.metrics["val_loss"]  # bf16 really rounded something
+        assert a.metrics["val_loss"] == pytest.approx(b.metrics["val_loss"], rel=0.05, abs=0.02)

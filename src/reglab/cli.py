@@ -65,7 +65,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="run seed [default: 0]")] = None,
     metric: Annotated[Optional[str], typer.Option(help="validation metric selecting the best epoch")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:N, mps")] = None,
-    amp: Annotated[Optional[str], typer.Option(help="bf16 autocast: auto (on CUDA; default), off, bf16")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="bf16 autocast: auto (on CUDA; default), off, bf16 (also on the CPU: ~3x faster matmuls where it has AVX512-BF16/AMX)")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model [default: off]")] = None,
     channels_last: Annotated[Optional[str], typer.Option(help="channels_last for convnets: auto (on CUDA; default), off, on")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: runs/train-<time>]")] = None,

@@ -41,7 +41,7 @@ class RunConfig(BaseModel):
     seed: int = Field(0, description="run seed: initialization, data order, augmentation, dropout")
     metric: str | None = Field(None, description="validation metric that selects the best epoch")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    amp: Literal["auto", "off", "bf16"] = Field("auto", description="bf16 autocast (auto: on CUDA)")
+    amp: Literal["auto", "off", "bf16"] = Field("auto", description="bf16 autocast: auto (on CUDA), bf16 (also on the CPU; fast where it has native bf16), off")
     compile: bool = Field(False, description="torch.compile the model (one-seed runs; pays off on CUDA)")
     channels_last: Literal["auto", "off", "on"] = Field("auto", description="channels_last for convnets on CUDA")
 

@@ -18,6 +18,7 @@ import contextlib
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,20 @@ def _hooks(run: Run, name: str) -> list:
 
 
 def _autocast(run: Run) -> contextlib.AbstractContextManager:
+    """bf16 autocast: ``amp="bf16"`` on any device, ``"auto"`` on CUDA only, ``"off"`` never."""
     amp = run.config.amp
-    on = run.device.type == "cuda" and amp in ("auto", "bf16")
+    on = amp == "bf16" or (amp == "auto" and run.device.type == "cuda")
     return torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=on)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 matrix products natively on this CPU (AVX512-BF16 or AMX): only there
+    does ``amp="bf16"`` speed up CPU training (about 3x for the CIFAR-10 MLP on an AVX512-BF16 EPYC);
+    elsewhere bf16 is emulated and slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 # ---- building a run -----------------------------------------------------------------------------
@@ -167,6 +179,9 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
     if data is None:
         data = load(config.dataset, val_fraction=config.val_fraction, split_seed=config.split_seed, **config.dataset_options)
     data = data.to(device)
+    if config.amp == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("amp='bf16' on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and "
+                      "slower than float32; consider amp='off'", stacklevel=2)
     model_options = {**model_defaults(config.model, data), **config.model_options}
     members = []
     for seed in seeds:
