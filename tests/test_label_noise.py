@@ -131,3 +131,41 @@ def test_mnist_noisy_labels_alpha_100() -> None:
     assert torch.equal(d.test.y, clean.test.y) and torch.equal(d.val.y, clean.val.y)
     counts = torch.bincount(d.train.y[n:], minlength=10).double()
     assert (counts / counts.sum() - 0.1).abs().max() < 0.002
+
+
+# ---- the label-noise-mnist reproduction ----------------------------------------------------------
+def test_repro_budget_grows_with_alpha_as_clean_passes() -> None:
+    from reglab.repro.label_noise_mnist import BATCH, MIN_STEPS, budget
+
+    assert budget(0, 55_000) == MIN_STEPS  # 2 clean passes = 108 steps: the floor applies
+    assert budget(100, 55_000) == -(-2 * 55_000 * 101 // BATCH)  # ceil: 2 passes over the 101x noisy set
+    assert budget(50, 55_000, clean_passes=4) == -(-4 * 55_000 * 51 // BATCH)
+
+
+def test_repro_skips_recorded_runs_and_merges(tmp_path, monkeypatch) -> None:
+    """A rerun (after an interruption, or to merge the runs.json of processes that split the models)
+    trains nothing already recorded and writes the table from all recorded runs."""
+    offline("mnist", "train-images-idx3-ubyte.gz")
+    import json
+
+    import reglab.repro.label_noise_mnist as repro
+
+    trained = []
+
+    def fake_train(data, model, options, lr, steps, seed=0):
+        trained.append((model, options.get("hidden"), lr, steps))
+        acc = 0.9 - 0.001 * steps / 10  # any numbers: the bookkeeping is under test
+        return {"val_accuracy": acc, "test_accuracy": acc, "best_step": steps, "steps": steps, "budget": steps,
+                "seconds": 1.0, "amp": "off", "device": "cpu", "curve": [acc]}
+
+    monkeypatch.setattr(repro, "train_one", fake_train)
+    repro.run(tmp_path, quick=True, progress=False, models=["perceptron"])
+    assert len(trained) == 2  # alphas 0 and 100, lr 0.1
+    repro.run(tmp_path, quick=True, progress=False, models=["perceptron", "MLP1"])
+    assert len(trained) == 4  # only MLP1's two runs were new
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert sorted((r["model"], r["alpha"]) for r in runs) == [("MLP1", 0), ("MLP1", 100), ("perceptron", 0), ("perceptron", 100)]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| perceptron |" in text and "| MLP1 |" in text
+    with pytest.raises(ValueError, match="unknown model"):
+        repro.run(tmp_path, quick=True, progress=False, models=["MLP3"])
