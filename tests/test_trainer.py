@@ -105,7 +105,7 @@ def test_seed_in_group_equals_seed_alone(techniques):
     cfg = RunConfig(model="mlp", model_options={"hidden": [32]}, epochs=5, batch_size=32, techniques=techniques)
     group = fit(cfg, seeds=[3, 7, 11], data=data, progress=False)
     alone = fit(cfg, seeds=[7], data=data, progress=False)[0]
-    assert group[1].seed == 7
+    assert group[1].seed == 7 and group[1].config["seed"] == 7  # each result's config names its own seed
     assert len(group[1].history) == len(alone.history)
     for rg, ra in zip(group[1].history, alone.history):
         for key in ("train_loss", "val_loss", "val_accuracy"):

@@ -436,7 +436,8 @@ def _results(run: Run, run_dir: Path | None, seconds: float) -> list[RunResult]:
         metrics[f"best_{run.metric}"] = run.best_value[s]
         trajectory = {name: per_seed[s] for name, per_seed in run.trajectory.items()}
         checkpoint = str(run_dir / "last.pt") if run_dir is not None else None
-        results.append(RunResult(seed, run.config.model_dump(), run.history[s], metrics, trajectory, checkpoint))
+        config = run.config.model_copy(update={"seed": seed}).model_dump()  # each result names its own seed
+        results.append(RunResult(seed, config, run.history[s], metrics, trajectory, checkpoint))
     return results
 
 
