@@ -169,3 +169,11 @@ def test_repro_skips_recorded_runs_and_merges(tmp_path, monkeypatch) -> None:
     assert "| perceptron |" in text and "| MLP1 |" in text
     with pytest.raises(ValueError, match="unknown model"):
         repro.run(tmp_path, quick=True, progress=False, models=["MLP3"])
+    # a longer run of one cell is recorded apart, shown beside the grid's run, and never selected
+    repro.extend(tmp_path, "perceptron", 100, 0.1, clean_passes=0.5)
+    assert trained[-1] == ("mlp", [], 0.1, repro.budget(100, 55_000, 0.5))  # 55,000 clean training images
+    repro.run(tmp_path, quick=True, progress=False, models=["perceptron"])
+    assert len(trained) == 5
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Longer training" in text and "| perceptron | 100 | 0.1 |" in text
+    assert len(json.loads((tmp_path / "runs.json").read_text())) == 4

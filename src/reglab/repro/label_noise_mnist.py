@@ -5,18 +5,19 @@ Each clean training example is joined by ``alpha`` copies with uniformly random 
 (``noisy:mnist`` with ``mode="noisy_labels"``, index-mapped: no input is copied). For every alpha in
 {0, 5, 20, 50, 100} we train a perceptron, MLPs with 1, 2 and 4 hidden layers of 256 ReLU units and
 a 4-layer convnet (3 conv layers of 16/32/32 3x3 filters with max-pooling, then a linear layer) with
-Adadelta at two learning rates. The training budget grows with alpha as the paper's does: every run
-sees ``CLEAN_PASSES`` passes' worth of the clean examples, i.e. ``CLEAN_PASSES * (1 + alpha)`` clean
-training-set sizes of (mostly noisy) examples. The clean validation split (5,000 images, never noisy)
+Adadelta at two learning rates. The training budget grows with alpha (the clean signal is one example
+in 1 + alpha): every run sees ``CLEAN_PASSES`` passes' worth of the clean examples, i.e.
+``CLEAN_PASSES * (1 + alpha)`` clean training-set sizes of (mostly noisy) examples. The clean validation split (5,000 images, never noisy)
 is evaluated ``EVALS`` times per run; training stops after ``PATIENCE`` evaluations without
 improvement and the best evaluation's weights are kept. For each (model, alpha) the learning rate
 with the best validation accuracy is selected and its test accuracy reported and plotted against alpha.
 
 Batch 1024 instead of the paper's 128 (CPU budget: 8x fewer steps for the same examples; the paper's
-section 5 shows larger batches *help* under noise, so say so beside the comparison). bf16 autocast
+batch-size experiments find larger batches *help* under noise, so say so beside the comparison). bf16 autocast
 where the device runs it natively (CUDA; CPUs with AVX512-BF16/AMX).
 
-Run: ``reglab repro label-noise-mnist [-o folder] [--quick]`` (``REGLAB_DATA`` must hold MNIST).
+Run: ``reglab repro label-noise-mnist [-o folder] [--quick]`` (``REGLAB_DATA`` must hold MNIST);
+:func:`extend` trains one cell of the grid for longer.
 Runs already recorded in ``runs.json`` of the output folder are skipped, so an interrupted run
 continues, and several processes can split the work (``run(out, models=[...], lrs=[...], alphas=[...])``) and be merged
 by copying their ``runs.json`` entries into one folder and calling ``run`` once more.
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +131,47 @@ def run(out: Path, *, quick: bool = False, progress: bool = True, models: list[s
     return path
 
 
+def extend(out: Path, model: str = "conv4", alpha: int = 100, lr: float = 0.1, clean_passes: float = 4) -> dict[str, Any]:
+    """One run of the grid with a larger budget (``clean_passes`` instead of ``CLEAN_PASSES``), recorded
+    in ``out/longer.json`` and shown in RESULTS.md's "Longer training" table by the next :func:`run`:
+    does the accuracy keep rising with training? Not used to select anything."""
+    import torch
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clean = load("mnist", val_fraction=VAL_FRACTION, split_seed=0)
+    data = with_label_noise(clean, "noisy_labels", alpha=alpha, seed=0)
+    name, options = MODELS[model]
+    r = train_one(data, name, options, lr, budget(alpha, len(clean.train), clean_passes))
+    r.update(model=model, alpha=alpha, lr=lr, clean_passes=clean_passes, threads=torch.get_num_threads())
+    saved = out / "longer.json"
+    longer = json.loads(saved.read_text()) if saved.exists() else []
+    saved.write_text(json.dumps([*longer, r], indent=1))
+    return r
+
+
+def _longer(out: Path, runs: list[dict[str, Any]]) -> str:
+    """The "Longer training" section from ``out/longer.json`` (empty when there is none)."""
+    saved = Path(out) / "longer.json"
+    if not saved.exists():
+        return ""
+    rows = []
+    for r in json.loads(saved.read_text()):
+        base = next((b for b in runs if (b["model"], b["alpha"], b["lr"]) == (r["model"], r["alpha"], r["lr"])), None)
+        before = f"{100 * base['test_accuracy']:.2f}" if base else "-"
+        rows.append(f"| {r['model']} | {r['alpha']} | {r['lr']} | {before} | {r['clean_passes']:g} | {100 * r['val_accuracy']:.2f} | "
+                    f"{100 * r['test_accuracy']:.2f} | {r['best_step']} / {r['steps']} | {r['seconds'] / 60:.0f} min, {r['threads']} thread(s) |")
+    return f"""## Longer training (not used for selection)
+
+`python -c "from reglab.repro.label_noise_mnist import extend; extend('{out}', 'conv4', 100, 0.1, clean_passes=4)"`,
+then `reglab repro label-noise-mnist -o {out}` (nothing retrained) to re-render this file.
+
+| model | alpha | lr | test acc, {CLEAN_PASSES:g} clean passes (%) | clean passes | val acc (%) | test acc (%) | best step / steps | time |
+|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def select(runs: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
     """Per model and alpha, the run (learning rate) with the best clean validation accuracy."""
     best: dict[str, dict[int, dict[str, Any]]] = {}
@@ -187,11 +231,16 @@ def _markdown(runs: list[dict[str, Any]], best: dict[str, Any], quick: bool, n_c
     budgets = ", ".join(f"alpha={a}: {budget(a, n_clean, CLEAN_PASSES / 20 if quick else CLEAN_PASSES):,}" for a in alphas)
     seconds = sum(r["seconds"] for r in runs)
     amp = sorted({r.get("amp", "off") for r in runs})
+    import platform
+
+    import torch
+
     return f"""# Robustness to massive label noise on MNIST (Rolnick et al. 2017)
 
-Command: `REGLAB_DATA=../shared/datasets reglab repro label-noise-mnist{' --quick' if quick else ''} -o {out}`
-(this file and its PNG are copied to `studies/results/label-noise-mnist/`; the output folder also holds
-results.json with every run's validation curve). Sum of the runs' training times: {seconds / 60:.1f} min
+Rendered {date.today()} on {platform.machine()} ({os.cpu_count()} CPU cores{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}),
+torch {torch.__version__}. Command: `REGLAB_DATA=../shared/datasets reglab repro label-noise-mnist{' --quick' if quick else ''} -o {out}`
+(the folder also holds results.json with every run's validation curve, and runs.json, from which an
+interrupted run continues). Sum of the runs' training times: {seconds / 60:.1f} min
 (devices: {', '.join(sorted({r.get('device', 'cpu') for r in runs}))}; autocast: {', '.join(amp)}){' -- QUICK budget: a first look only' if quick else ''}.
 One seed (0), noise seed 0.
 
@@ -216,7 +265,7 @@ MLPs fastest, deeper MLPs and the conv net least.
   {101 * n_clean:,} examples).
 - Models: perceptron (`mlp hidden=[]`), MLP1/2/4 (`mlp hidden=[256]*k`, ReLU), conv4 (`convnet channels=[16,32,32],
   kernel_size=3`: three conv + max-pool stages and a linear layer).
-- Optimizer: Adadelta (rho 0.9), batch {BATCH}, learning rates {[0.1] if quick else LRS}.
+- Optimizer: Adadelta (rho 0.9), batch {BATCH}, learning rates {sorted({r['lr'] for r in runs})}.
 - Budget: {CLEAN_PASSES / 20 if quick else CLEAN_PASSES} passes' worth of clean examples, i.e. {CLEAN_PASSES / 20 if quick else CLEAN_PASSES} x (1 + alpha) x {n_clean:,}
   examples (at least {MIN_STEPS} steps): {budgets} steps.
 - Early stopping: the clean validation accuracy is evaluated {EVALS} times per budget; stop after {PATIENCE}
@@ -225,13 +274,14 @@ MLPs fastest, deeper MLPs and the conv net least.
 ## What differs from the paper
 
 - Batch {BATCH} instead of 128: 8x fewer optimizer steps for the same examples, which the CPU needs. The
-  paper's section 5 shows that larger batches make training *more* robust to label noise, so at equal
-  training our high-alpha figures are, if anything, favourable compared with batch 128.
+  paper's batch-size experiments find that larger batches make training *more* robust to label noise,
+  so at equal training our high-alpha figures are, if anything, favourable compared with batch 128.
 - Training length: {CLEAN_PASSES / 20 if quick else CLEAN_PASSES} clean passes' worth of examples instead of training until the validation
   accuracy stops improving: runs whose best step is their last (see "Every run") were still improving.
-- alpha in {{{', '.join(map(str, alphas))}}} instead of every value from 0 to 100; learning rates {[0.1] if quick else LRS}
-  only; one seed; hidden widths 256 and a small conv net (16/32/32 filters) chosen for the CPU.
+- alpha in {{{', '.join(map(str, alphas))}}} instead of every value from 0 to 100; learning rates
+  {sorted({r['lr'] for r in runs})} only; one seed; hidden widths 256 and a small conv net (16/32/32 filters) chosen for the CPU.
 
+{_longer(out, runs)}
 ## Every run
 
 | model | alpha | lr | val acc (%) | test acc (%) | best step / steps / budget | seconds |
