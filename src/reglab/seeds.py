@@ -77,6 +77,11 @@ def _stepper(config: RunConfig, seeds: list[int], data: Data) -> Callable[[int, 
 BLOCK_SECONDS = 0.01  # shorter steps are timed in blocks of about this length
 
 
+def _per_block(step_seconds: float) -> int:
+    """Steps per timed block for a step of ``step_seconds`` (1 to 50)."""
+    return max(1, min(50, math.ceil(BLOCK_SECONDS / max(step_seconds, 1e-6))))
+
+
 def decide(config: RunConfig, seeds: list[int], data: Data, steps: int = 7, margin: float = 0.9) -> Decision:
     """Group or not, and why (see the module docstring). The two paths are timed in alternating
     blocks (``steps`` blocks each, after warm-up), so that a machine whose load changes meanwhile
@@ -92,8 +97,7 @@ def decide(config: RunConfig, seeds: list[int], data: Data, steps: int = 7, marg
         return Decision(False, f"the model does not run under torch.func.vmap ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
     single_step = _stepper(config, seeds[:1], data)
     single_step(0)
-    k_group = max(1, min(50, math.ceil(BLOCK_SECONDS / max(group_step(1), 1e-6))))
-    k_single = max(1, min(50, math.ceil(BLOCK_SECONDS / max(single_step(1), 1e-6))))
+    k_group, k_single = _per_block(group_step(1)), _per_block(single_step(1))
     times = []
     for b in range(steps):
         i = 2 + b * max(k_group, k_single)

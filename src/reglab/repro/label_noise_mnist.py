@@ -7,8 +7,8 @@ Each clean training example is joined by ``alpha`` copies with uniformly random 
 a 4-layer convnet (3 conv layers of 16/32/32 3x3 filters with max-pooling, then a linear layer) with
 Adadelta at two learning rates. The training budget grows with alpha (the clean signal is one example
 in 1 + alpha): every run sees ``CLEAN_PASSES`` passes' worth of the clean examples, i.e.
-``CLEAN_PASSES * (1 + alpha)`` clean training-set sizes of (mostly noisy) examples. The clean validation split (5,000 images, never noisy)
-is evaluated ``EVALS`` times per run; training stops after ``PATIENCE`` evaluations without
+``CLEAN_PASSES * (1 + alpha)`` clean training-set sizes of (mostly noisy) examples. The clean
+validation split (5,000 images, never noisy) is evaluated ``EVALS`` times per run; training stops after ``PATIENCE`` evaluations without
 improvement and the best evaluation's weights are kept. For each (model, alpha) the learning rate
 with the best validation accuracy is selected and its test accuracy reported and plotted against alpha.
 
@@ -27,10 +27,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 from ..config import RunConfig
@@ -63,8 +66,6 @@ def budget(alpha: int, n_clean: int, clean_passes: float = CLEAN_PASSES) -> int:
 
 
 def _amp() -> str:
-    import torch
-
     return "bf16" if torch.cuda.is_available() or cpu_has_native_bf16() else "off"
 
 
@@ -127,7 +128,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True, models: list[s
     (out / "results.json").write_text(json.dumps({"runs": runs, "selected": best, "seconds": total}, indent=1))
     _plot(best, out / "label_noise_mnist.png")
     path = out / "RESULTS.md"
-    path.write_text(_markdown(runs, best, quick, len(clean.train), out))
+    path.write_text(_markdown(runs, best, quick, passes, len(clean.train), out))
     return path
 
 
@@ -135,8 +136,6 @@ def extend(out: Path, model: str = "conv4", alpha: int = 100, lr: float = 0.1, c
     """One run of the grid with a larger budget (``clean_passes`` instead of ``CLEAN_PASSES``), recorded
     in ``out/longer.json`` and shown in RESULTS.md's "Longer training" table by the next :func:`run`:
     does the accuracy keep rising with training? Not used to select anything."""
-    import torch
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clean = load("mnist", val_fraction=VAL_FRACTION, split_seed=0)
@@ -221,20 +220,17 @@ def _verdict(best: dict[str, dict[int, dict[str, Any]]]) -> str:
     return " ".join(lines)
 
 
-def _markdown(runs: list[dict[str, Any]], best: dict[str, Any], quick: bool, n_clean: int, out: Path) -> str:
+def _markdown(runs: list[dict[str, Any]], best: dict[str, Any], quick: bool, passes: float, n_clean: int,
+              out: Path) -> str:
     alphas = sorted({r["alpha"] for r in runs})
     head = "| model | " + " | ".join(f"alpha={a}" for a in alphas) + " |\n|---|" + "---|" * len(alphas)
     rows = [f"| {m} | " + " | ".join(f"{100 * best[m][a]['test_accuracy']:.2f} (lr {best[m][a]['lr']})" if a in best[m] else "-"
                                      for a in alphas) + " |" for m in best]
     all_rows = [f"| {r['model']} | {r['alpha']} | {r['lr']} | {100 * r['val_accuracy']:.2f} | {100 * r['test_accuracy']:.2f} | "
                 f"{r['best_step']} / {r['steps']} / {r['budget']} | {r['seconds']:.0f} |" for r in runs]
-    budgets = ", ".join(f"alpha={a}: {budget(a, n_clean, CLEAN_PASSES / 20 if quick else CLEAN_PASSES):,}" for a in alphas)
+    budgets = ", ".join(f"alpha={a}: {budget(a, n_clean, passes):,}" for a in alphas)
     seconds = sum(r["seconds"] for r in runs)
     amp = sorted({r.get("amp", "off") for r in runs})
-    import platform
-
-    import torch
-
     return f"""# Robustness to massive label noise on MNIST (Rolnick et al. 2017)
 
 Rendered {date.today()} on {platform.machine()} ({os.cpu_count()} CPU cores{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}),
@@ -266,7 +262,7 @@ MLPs fastest, deeper MLPs and the conv net least.
 - Models: perceptron (`mlp hidden=[]`), MLP1/2/4 (`mlp hidden=[256]*k`, ReLU), conv4 (`convnet channels=[16,32,32],
   kernel_size=3`: three conv + max-pool stages and a linear layer).
 - Optimizer: Adadelta (rho 0.9), batch {BATCH}, learning rates {sorted({r['lr'] for r in runs})}.
-- Budget: {CLEAN_PASSES / 20 if quick else CLEAN_PASSES} passes' worth of clean examples, i.e. {CLEAN_PASSES / 20 if quick else CLEAN_PASSES} x (1 + alpha) x {n_clean:,}
+- Budget: {passes:g} passes' worth of clean examples, i.e. {passes:g} x (1 + alpha) x {n_clean:,}
   examples (at least {MIN_STEPS} steps): {budgets} steps.
 - Early stopping: the clean validation accuracy is evaluated {EVALS} times per budget; stop after {PATIENCE}
   evaluations without improvement; the best evaluation's weights give the test accuracy.
@@ -276,7 +272,7 @@ MLPs fastest, deeper MLPs and the conv net least.
 - Batch {BATCH} instead of 128: 8x fewer optimizer steps for the same examples, which the CPU needs. The
   paper's batch-size experiments find that larger batches make training *more* robust to label noise,
   so at equal training our high-alpha figures are, if anything, favourable compared with batch 128.
-- Training length: {CLEAN_PASSES / 20 if quick else CLEAN_PASSES} clean passes' worth of examples instead of training until the validation
+- Training length: {passes:g} clean passes' worth of examples instead of training until the validation
   accuracy stops improving: runs whose best step is their last (see "Every run") were still improving.
 - alpha in {{{', '.join(map(str, alphas))}}} instead of every value from 0 to 100; learning rates
   {sorted({r['lr'] for r in runs})} only; one seed; hidden widths 256 and a small conv net (16/32/32 filters) chosen for the CPU.
