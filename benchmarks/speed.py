@@ -1,4 +1,4 @@
-"""Training speed, side by side: reglab against the by-hand loop and PyTorch Lightning (SPEC.md section 7).
+"""Training speed, side by side: reglab against the by-hand loop and PyTorch Lightning.
 
 Model: the CIFAR-10 MLP 3072-1024-512-256-10 (ReLU), SGD (lr 0.01, momentum 0.9), batch 128, random
 crop (padding 4) + horizontal flip, on reglab's offline CIFAR-10 copy (``REGLAB_DATA``; the 45,000-image
@@ -10,10 +10,10 @@ train split). Paths, measured in the same process, interleaved round by round:
     num_workers = os.cpu_count();
 (b) the same model as a ``LightningModule`` fed by the same Dataset/DataLoader (the faster of the two
     worker settings of (a));
-(c) reglab, one seed: ``reglab.trainer.build_run`` + ``train_epoch`` (data on the device as uint8
+(c) reglab, one seed: ``reglab.engine.run.build_run`` + ``reglab.engine.loop.train_epoch`` (data on the device as uint8
     tensors, batched crop+flip on the device);
-(d) reglab, 8 seeds: the path ``reglab.seeds.decide`` picks by itself (the one ``fit_seeds(grouping="auto")``
-    takes): the 8 seeds stacked in one ``Ensemble``, or one after another (= 8 runs like (c), so 8 x its time).
+(d) reglab, 8 seeds: the path ``reglab.engine.grouping.decide`` picks by itself (the one ``fit_seeds(grouping="auto")``
+    takes): the 8 seeds stacked in one ``Stacked`` model, or one after another (= 8 runs like (c), so 8 x its time).
     The stacked path is timed either way, so the report shows the choice and what the other path costs.
 
 Plus the many-seeds case on MNIST-1D with the MLP 40-256-256-10 (SGD, batch 128, no augmentation): 8 seeds
@@ -52,8 +52,9 @@ from torch import nn
 
 from reglab.config import RunConfig
 from reglab.data import Data, load
-from reglab.seeds import decide, fit_seeds
-from reglab.trainer import Run, build_run, select_device, train_epoch
+from reglab.engine.grouping import decide, fit_seeds
+from reglab.engine.loop import train_epoch
+from reglab.engine.run import Run, build_run, select_device
 
 HIDDEN = [1024, 512, 256]
 BATCH = 128
@@ -279,7 +280,7 @@ def lightning_version() -> str | None:
 
 # ---- (c) and (d): reglab ----------------------------------------------------------------------------------
 def time_reglab(config: RunConfig, seeds: list[int], data: Data, warmup: int, steps: int) -> tuple[float, float]:
-    """(wall, CPU) seconds for ``steps`` steps of ``reglab.trainer.train_epoch`` on ``seeds`` stacked in one run."""
+    """(wall, CPU) seconds for ``steps`` steps of ``reglab.engine.loop.train_epoch`` on ``seeds`` stacked in one run."""
     run = build_run(config, seeds, data)
     train_steps(run, warmup)
     clock = Clock(run.device)
@@ -289,12 +290,8 @@ def time_reglab(config: RunConfig, seeds: list[int], data: Data, warmup: int, st
 
 
 def train_steps(run: Run, steps: int) -> None:
-    """``steps`` optimizer steps of ``train_epoch``, in as many (shortened) epochs as they need."""
-    per_epoch = max(1, len(run.data.train) // run.config.batch_size)
-    while steps > 0:
-        run.steps_per_epoch = min(steps, per_epoch)
-        train_epoch(run)
-        steps -= run.steps_per_epoch
+    """``steps`` optimizer steps of ``train_epoch`` (batches drawn pass after pass, as in training)."""
+    train_epoch(run, batches=steps)
 
 
 def time_sequential(config: RunConfig, seeds: list[int], data: Data, warmup: int, steps: int) -> tuple[float, float]:

@@ -234,7 +234,7 @@ def test_link_tables_matching_is_one_to_one_and_scores():
 def test_cli_duplicates_and_link(tmp_path):
     from typer.testing import CliRunner
 
-    from reglab.audit.cli import app
+    from reglab.cli.audit import app
 
     runner = CliRunner()
     rng = np.random.default_rng(7)
@@ -281,7 +281,7 @@ def test_cli_duplicates_on_a_dataset_spec_uses_the_whole_training_set(tmp_path):
     import torch
     from typer.testing import CliRunner
 
-    from reglab.audit.cli import app
+    from reglab.cli.audit import app
     from reglab.data import load
 
     d = load("digits")

@@ -10,8 +10,8 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
-from reglab import corruptions as C
-from reglab.corruptions import CORRUPTIONS, corrupt
+from reglab.data import corruptions as C
+from reglab.data.corruptions import CORRUPTIONS, corrupt
 from reglab.errors import ReglabError
 
 RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow", "frost",
@@ -230,7 +230,6 @@ def test_bad_input_is_a_one_line_error():
 
 
 def test_corrupted_test_set_is_cached(monkeypatch, tmp_path):
-    from reglab import data as data_mod
     from reglab.data.base import Data, Split
 
     monkeypatch.setenv("REGLAB_CACHE", str(tmp_path))
@@ -243,7 +242,7 @@ def test_corrupted_test_set_is_cached(monkeypatch, tmp_path):
         return Data("tiny", "classification", empty, empty, Split(test_x, test_y), (3, 32, 32), ["a", "b", "c"],
                     kind="image")
 
-    monkeypatch.setattr(data_mod, "load", fake_load)
+    monkeypatch.setattr(C, "load", fake_load)
     x, y = C.corrupted_test_set("contrast", 5, dataset="tiny", chunk=4)
     assert calls == ["tiny"] and x.shape == test_x.shape and x.dtype == torch.uint8 and torch.equal(y, test_y)
     assert torch.equal(x, corrupt(test_x, "contrast", 5, gen()))  # deterministic corruption, chunking irrelevant

@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from reglab.config import RunConfig
+from reglab.engine.callbacks import Callback
 from reglab.data import Data, Split
 from reglab.data.sudoku import cell_accuracy, exact_accuracy, generate
 from reglab.errors import ReglabError
 from reglab.models.trm import best_of_k
 from reglab.techniques import make
 from reglab.techniques.deep_supervision import DeepSupervision
-from reglab.trainer import build_run, evaluate, fit
+from reglab.engine.loop import evaluate, fit
+from reglab.engine.run import build_run
 
 SMALL = dict(dim=16, token_hidden=24, channel_hidden=32)
 
@@ -132,7 +134,7 @@ class Interrupt(Exception):
     pass
 
 
-class CrashAt:
+class CrashAt(Callback):
     def __init__(self, epoch: int):
         self.epoch = epoch
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reglab import diagnostics as D
+from reglab.analysis import batchnorm as D
 from reglab.errors import ReglabError
 from reglab.models import build_model
 

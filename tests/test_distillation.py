@@ -8,14 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reglab import checkpoint as ckpt
+from reglab.engine import checkpoint as ckpt
 from reglab.config import RunConfig
+from reglab.engine.callbacks import Callback
 from reglab.data import load
 from reglab.errors import ReglabError
 from reglab.models import build_model
 from reglab.techniques.distillation import distillation_loss, load_teacher
-from reglab.seeds import decide
-from reglab.trainer import build_run, fit
+from reglab.engine.grouping import decide
+from reglab.engine.loop import fit
+from reglab.engine.run import build_run
 
 
 def logits(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -142,7 +144,7 @@ def test_seed_group_matches_single_seeds(teacher_ckpt: str) -> None:
     assert plain[0].history[0]["train_loss"] != pytest.approx(solo[0].history[0]["train_loss"], rel=1e-3)
 
 
-class SeenLabels:
+class SeenLabels(Callback):
     """Callback recording the labels of every training batch."""
 
     def __init__(self) -> None:

@@ -12,17 +12,16 @@ from torch import nn
 from reglab.config import RunConfig
 from reglab.data import load
 from reglab.data.synthetic import TEST_RANGE, TRAIN_RANGE, g_star, true_mean, true_quantile
-from reglab.engression import (
-    Engressor, energy_loss, engressor, fit_engression, fit_regression, resmlp, stack_on,
-)
+from reglab.data import Data, Split
+from reglab.models.engression import Engressor, engressor, resmlp, stack_on
 from reglab.errors import ReglabError
 from reglab.models import build_model
-from reglab.regression_metrics import (
-    crps_gaussian, crps_samples, energy_score, interval_coverage, interval_width, mae, pinball_loss, rmse,
-    sample_interval, sample_quantile,
+from reglab.metrics.regression import (
+    crps_gaussian, crps_samples, energy_loss, energy_score, interval_coverage, interval_width, mae, pinball_loss,
+    rmse, sample_interval, sample_quantile,
 )
 from reglab.techniques import make
-from reglab.trainer import fit
+from reglab.engine.loop import fit
 
 Z90 = 1.2815515655446004  # the standard normal 0.9 quantile
 
@@ -158,26 +157,53 @@ def test_stacked_head_on_a_base_model() -> None:
     assert without_x.net[1].in_features == 1 + 3
 
 
-def test_fit_engression_learns_a_conditional_distribution() -> None:
-    # y = 2 x + N(0, 0.5^2): the median is 2 x and the central 80% interval is 2 * 0.5 * 1.2816 wide
+def _linear_data(n: int = 2000) -> Data:
+    """y = 2 x + N(0, 0.5^2), x uniform on [-1, 1]; the median is 2 x, the central 80% interval 2 * 0.5 * 1.2816 wide."""
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(2000, 1, generator=g) * 2 - 1
-    y = 2 * x.squeeze(1) + 0.5 * torch.randn(2000, generator=g)
-    history: list[float] = []
-    model = fit_engression(x, y, epochs=40, batch_size=200, lr=3e-3, hidden=32, blocks=1, noise_dim=4, history=history)
-    assert history[-1] < history[0]
+
+    def split(m: int) -> Split:
+        x = torch.rand(m, 1, generator=g) * 2 - 1
+        return Split(x, 2 * x.squeeze(1) + 0.5 * torch.randn(m, generator=g))
+
+    return Data("linear", "regression", split(n), split(400), split(400), (1,))
+
+
+def _fit_model(loss: dict, data: Data, seed: int = 0, epochs: int = 40, **model: object) -> nn.Module:
+    config = RunConfig(model="resmlp", model_options={"hidden": 32, "blocks": 1, **model}, epochs=epochs, batch_size=200,
+                       seed=seed, device="cpu", eval_train=False, techniques=[{"name": "adam", "lr": 3e-3}, loss])
+    [result] = fit(config, data=data, progress=False)
+    return result.model.eval()
+
+
+def test_engression_through_the_engine_learns_a_conditional_distribution() -> None:
+    data = _linear_data()
+    model = _fit_model({"name": "engression", "noise_dim": 4, "eval_samples": 64, "metrics": False}, data)
+    assert isinstance(model, Engressor)
     grid = torch.linspace(-0.8, 0.8, 9).unsqueeze(1)
     torch.manual_seed(0)
     torch.testing.assert_close(model.predict(grid, "median", 2000), 2 * grid, atol=0.15, rtol=0)
     lo, hi = model.interval(grid, 0.8, 2000)
     assert (hi - lo).mean().item() == pytest.approx(2 * 0.5 * Z90, rel=0.25)
-    # same seed, same model
-    again = fit_engression(x, y, epochs=2, batch_size=200, hidden=8, blocks=0, noise_dim=2, seed=5)
-    twice = fit_engression(x, y, epochs=2, batch_size=200, hidden=8, blocks=0, noise_dim=2, seed=5)
+    # same seed, same model; the L1 (median) regression baseline finds the median too
+    short = {"name": "engression", "noise_dim": 2, "eval_samples": 16, "metrics": False}
+    again, twice = (_fit_model(short, data, seed=5, epochs=2, hidden=8, blocks=0) for _ in range(2))
     for a, b in zip(again.parameters(), twice.parameters()):
         torch.testing.assert_close(a, b)
-    l1 = fit_regression(x, y, loss="l1", epochs=20, batch_size=200, lr=3e-3, hidden=16, blocks=1)
+    l1 = _fit_model({"name": "quantile", "q": 0.5}, data, epochs=20, hidden=16)
     torch.testing.assert_close(l1(grid), 2 * grid, atol=0.2, rtol=0)
+
+
+def test_quantile_technique_is_the_pinball_loss() -> None:
+    data = _linear_data(200)
+    from reglab.engine.run import build_run
+    from reglab.engine.step import training_loss
+
+    run = build_run(RunConfig(model="resmlp", model_options={"hidden": 4, "blocks": 0}, device="cpu",
+                              techniques=[{"name": "quantile", "q": 0.9}]), [0, 1], data)
+    out = torch.randn(2, 8, 1)
+    y = torch.randn(2, 8)
+    expected = torch.stack([pinball_loss(out[s, :, 0], y[s], 0.9) for s in range(2)])
+    torch.testing.assert_close(training_loss(run, out, y, torch.zeros(2, 8, 1)), expected)
 
 
 # ---- the technique in the trainer -------------------------------------------------------------------
@@ -310,20 +336,18 @@ def test_sample_quantile_and_interval() -> None:
 
 
 # ---- the Figure-4 reproduction's pieces ------------------------------------------------------------
-def test_fig4_seeds_trained_together_match_a_seed_trained_alone() -> None:
-    from reglab.repro.engression_fig4 import _training_data, fit_and_predict
+def test_fig4_seeds_are_reproducible_and_differ() -> None:
+    from reglab.repro.engression_fig4 import fit_and_predict
 
-    cfg = dict(steps=15, batch=32, lr=3e-3, hidden=8, blocks=1, noise_dim=2, samples=2, draws=16)
-    data = [_training_data("square", "pre", 100, s) for s in (0, 1)]
-    xs, ys = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
-    grid = torch.linspace(0, 6, 7).unsqueeze(1)
-    both = fit_and_predict("L1", xs, ys, grid, cfg, [0, 1])
-    alone = fit_and_predict("L1", xs[:1], ys[:1], grid, cfg, [0])
-    assert both.shape == (2, 7) and alone.shape == (1, 7)
-    torch.testing.assert_close(both[:1], alone, atol=1e-4, rtol=1e-4)
-    assert not torch.allclose(both[0], both[1])  # different data and initialization per seed
-    eng = fit_and_predict("engression", xs, ys, grid, cfg, [0, 1])
-    assert eng.shape == (2, 7) and torch.isfinite(eng).all()
+    cfg = dict(n=100, steps=15, batch=32, lr=3e-3, hidden=8, blocks=1, noise_dim=2, samples=2, draws=16, grid=7, eval_every=5)
+    first, grid = fit_and_predict("L1", "square", "pre", cfg, 0)
+    again, _ = fit_and_predict("L1", "square", "pre", cfg, 0)
+    other, _ = fit_and_predict("L1", "square", "pre", cfg, 1)
+    assert first.shape == (7,) and grid.shape == (7, 1)
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, other)  # different data and initialization per seed
+    eng, _ = fit_and_predict("engression", "square", "pre", cfg, 0)
+    assert eng.shape == (7,) and torch.isfinite(eng).all()
 
 
 def test_fig4_extrapolation_error_splits_the_grid_at_the_training_range() -> None:

@@ -14,7 +14,7 @@ from reglab.errors import ReglabError
 from reglab.models import build_model
 from reglab.techniques import make
 from reglab.techniques.gmtr import GaussianHeads, add_heads, gmtr_loss, gmtr_targets
-from reglab.trainer import fit
+from reglab.engine.loop import fit
 
 
 # ---- the loss and the targets --------------------------------------------------------------------

@@ -11,7 +11,7 @@ from reglab.config import RunConfig
 from reglab.data import Data, Split, load
 from reglab.data.label_noise import noisy_labels, rand_x, rand_y
 from reglab.errors import ReglabError
-from reglab.trainer import build_run
+from reglab.engine.run import build_run
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from reglab import memorization as M
+from reglab.analysis import memorization as M
 from reglab.config import RunConfig
 from reglab.errors import ReglabError
 
@@ -22,7 +22,8 @@ def test_population_correctness_matches_each_member_alone(tiny_images):
     pop = M.train_population(config, tiny_images, [3, 4, 5], grouping="group")
     assert pop.correct.shape == (3, len(tiny_images.train)) and pop.grouped
     # the recorded correctness of seed 4 equals that of seed 4 trained alone, evaluated by hand
-    from reglab.trainer import build_run, train_epoch
+    from reglab.engine.loop import train_epoch
+    from reglab.engine.run import build_run
 
     run = build_run(config, [4], tiny_images)
     train_epoch(run)
@@ -31,26 +32,6 @@ def test_population_correctness_matches_each_member_alone(tiny_images):
     assert (pop.correct[1] == alone).float().mean() > 0.97  # stacked vs single float rounding only
     assert torch.allclose(pop.p_correct, pop.correct.float().mean(0))
     assert ((pop.true_prob >= 0) & (pop.true_prob <= 1)).all()
-
-
-def test_randomized_is_seeded_and_replaces_the_requested_fraction(tiny_images):
-    y0 = tiny_images.train.y.clone()
-    a = M.randomized(tiny_images, "rand_y", fraction=1.0, seed=1)
-    b = M.randomized(tiny_images, "rand_y", fraction=1.0, seed=1)
-    assert torch.equal(a.train.y, b.train.y)  # same labels every time it is built (every epoch)
-    assert torch.equal(tiny_images.train.y, y0)  # the original is untouched
-    agree = (a.train.y == y0).float().mean().item()
-    assert agree < 0.5  # 4 classes: about 1/4 agree by chance
-    half = M.randomized(tiny_images, "rand_x", fraction=0.5, seed=2)
-    x0 = tiny_images.to_input(tiny_images.train.x)
-    changed = (half.train.x != x0).flatten(1).any(1)
-    assert changed.sum().item() == round(0.5 * len(y0))
-    noise = half.train.x[changed]
-    assert abs(noise.mean().item() - x0.mean().item()) < 0.02
-    assert abs(noise.std().item() - x0.std().item()) < 0.05
-    assert torch.equal(half.train.y, y0) and torch.equal(half.test.x, tiny_images.test.x)
-    with pytest.raises(ReglabError, match="kind"):
-        M.randomized(tiny_images, "rand_z")
 
 
 class _Linear2(nn.Module):
@@ -100,7 +81,7 @@ def test_langevin_search_finds_nothing_where_the_decision_is_constant():
 
 
 def test_critical_sample_ratio_callback_runs_per_seed_during_training(tiny_images):
-    from reglab.trainer import fit
+    from reglab.engine.loop import fit
 
     config = RunConfig(model="mlp", model_options={"hidden": [16]}, epochs=2, batch_size=32, device="cpu")
     csr = M.CriticalSampleRatio(n=40, alpha=0.02, beta=0.01, r=0.3, max_iter=10)

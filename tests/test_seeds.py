@@ -3,7 +3,7 @@ otherwise, with the same results either way (issue 5)."""
 import pytest
 import torch
 
-from reglab.seeds import blockers, decide, fit_seeds
+from reglab.engine.grouping import blockers, decide, fit_seeds
 
 from conftest import image_data, mlp_config
 
@@ -51,7 +51,7 @@ def test_grouped_and_one_by_one_give_the_same_metrics(techniques, tmp_path):
 
 def test_dropout_masks_differ_between_the_seeds_of_a_group():
     """Each seed's dropout layers have their own keys: same weights, different masks; reproducible."""
-    from reglab.trainer import build_run
+    from reglab.engine.run import build_run
 
     run = build_run(config([{"name": "dropout", "p": 0.5}]), [0, 1], DATA)
     run.model.train()

@@ -7,11 +7,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from reglab.config import resolve_techniques
+from reglab.techniques import resolve_techniques
 from reglab.errors import ReglabError
 from reglab.study.builtin import BUILTIN, resolve
 from reglab.study.plan import order_paths, plan

@@ -14,14 +14,17 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from reglab.config import resolve_techniques
+from reglab.engine.callbacks import Callback
+from reglab.techniques import resolve_techniques
 from reglab.data import Data, Split
 from reglab.errors import ReglabError
 from reglab.techniques.affine import affine, affine_matrices
 from reglab.techniques.color_jitter import color_jitter
 from reglab.techniques.cutmix import cut_box
 from reglab.techniques.mixup import beta_sample
-from reglab.trainer import _default_step, build_run, evaluate, fit, train_epoch
+from reglab.engine.loop import evaluate, fit, train_epoch
+from reglab.engine.run import build_run
+from reglab.engine.step import default_step as _default_step
 
 from conftest import image_data, mlp_config, technique
 
@@ -371,7 +374,7 @@ def test_training_with_each_augmentation_is_reproducible_and_seed_dependent(name
 
 
 # ---- augmentation and training-loss techniques never touch evaluation ---------------------------------
-class Spy:
+class Spy(Callback):
     """Records what the model receives: every batch after all transforms (order 99, last), and every
     forward input (a pre-hook on the model)."""
 
@@ -455,7 +458,7 @@ def test_training_step_minimizes_torch_cross_entropy_with_the_loss_options(techn
 def test_every_technique_is_listed_with_source_knobs_defaults_and_descriptions():
     import sys
 
-    from reglab.catalog import techniques as listing
+    from reglab.cli.listing import techniques as listing
     from reglab.techniques import TECHNIQUES, _discover
 
     _discover()
@@ -473,7 +476,7 @@ def test_every_technique_is_listed_with_source_knobs_defaults_and_descriptions()
 
 
 def test_listing_shows_required_knobs_as_required():
-    from reglab.catalog import techniques as listing
+    from reglab.cli.listing import techniques as listing
 
     assert "PydanticUndefined" not in listing()
 

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from reglab.techniques import make
-from reglab.trainer import _default_step, build_run, fit
+from reglab.engine.loop import fit
+from reglab.engine.run import build_run
+from reglab.engine.step import default_step as _default_step
 
 from conftest import image_data, mlp_config
 

@@ -8,12 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from reglab.config import RunConfig
+from reglab.engine.callbacks import Callback
 from reglab.data import Data, Split
 from reglab.errors import ReglabError
-from reglab.techniques.class_balance import class_weights, pos_weights
+from reglab.metrics.multilabel import pos_weight as pos_weights
+from reglab.techniques.class_balance import class_weights
 from reglab.techniques.dropout import SeedDropout, hash_uniform
 from reglab.techniques.early_stopping import should_stop
-from reglab.trainer import build_run, criterion, fit
+from reglab.engine.loop import fit
+from reglab.engine.run import build_run
+from reglab.engine.step import criterion
 
 from conftest import image_data, mlp_config, technique
 
@@ -65,7 +69,7 @@ def test_l1_shrinks_the_weights_in_training():
     def total_abs(techniques):
         grab = {}
 
-        class Grab:
+        class Grab(Callback):
             def on_fit_end(self, run):
                 grab["l1"] = sum(p.abs().sum().item() for p in run.model.parameters())
 
@@ -100,7 +104,7 @@ def test_max_norm_rescales_long_rows_and_leaves_short_rows_unchanged():
 def test_max_norm_holds_after_every_training_step():
     c, seen = 0.3, []
 
-    class Check:
+    class Check(Callback):
         order = 95  # after max_norm's after_step
 
         def after_step(self, run):
@@ -187,7 +191,7 @@ STOP_DATA = image_data(n_train=64, n_val=64, n_test=32)
 NOISY_DATA = image_data(n_train=64, n_val=64, n_test=32, noise=0.6)  # 60% random training labels: overfits
 
 
-class Snapshots:
+class Snapshots(Callback):
     """Weights at every epoch end (after the early stopper decided) and at the very end of fit."""
 
     order = 99
@@ -397,7 +401,7 @@ def random_batch(size=2, batch=12, classes=4, seed=0):
 def test_label_smoothing_criterion_equals_torch_cross_entropy():
     eps = 0.2
     run = start(build_run(config([{"name": "label_smoothing", "eps": eps}]), [0, 1], data=DATA))
-    assert run.loss_options["label_smoothing"] == eps
+    assert run.loss.label_smoothing == eps
     out, y = random_batch()
     got = criterion(run, out, y)
     for s in range(2):
@@ -438,7 +442,7 @@ def test_class_weights_are_n_over_k_nc_and_match_torch_weighted_ce():
     assert torch.allclose(class_weights(data.train.y, 4), expected)
     assert torch.allclose(class_weights(torch.tensor([0, 0, 1]), 3), torch.tensor([0.5, 1.0, 0.0]))  # K = 3; absent: 0
     run = start(build_run(config([{"name": "class_balance"}]), [0, 1], data=data))
-    assert torch.allclose(run.loss_options["weight"], expected)
+    assert torch.allclose(run.loss.class_weight, expected)
     out, y = random_batch()
     got = criterion(run, out, y)
     for s in range(2):
@@ -448,7 +452,7 @@ def test_class_weights_are_n_over_k_nc_and_match_torch_weighted_ce():
         assert got[s].item() == pytest.approx(torch_mean.item(), rel=1e-6)
         assert got[s].item() == pytest.approx(by_hand.item(), rel=1e-6)
     # with label smoothing too, still torch's weighted mean
-    run.loss_options["label_smoothing"] = 0.1
+    run.loss.label_smoothing = 0.1
     got = criterion(run, out, y)
     ref = F.cross_entropy(out[0], y[0], weight=expected, label_smoothing=0.1)
     assert got[0].item() == pytest.approx(ref.item(), rel=1e-6)
@@ -470,7 +474,7 @@ def test_pos_weight_is_n_neg_over_n_pos_for_multilabel():
     expected = torch.tensor([3.0, 0.6, 1.0])
     assert torch.allclose(pos_weights(y), expected)
     run = start(build_run(config([{"name": "class_balance"}]), [0], data=data))
-    assert torch.allclose(run.loss_options["pos_weight"], expected)
+    assert torch.allclose(run.loss.pos_weight, expected)
     out = torch.randn(1, n, 3)
     ref = F.binary_cross_entropy_with_logits(out[0], y, pos_weight=expected)
     assert criterion(run, out, y[None]).item() == pytest.approx(ref.item(), rel=1e-6)
@@ -480,7 +484,7 @@ def test_pos_weight_is_n_neg_over_n_pos_for_multilabel():
 def test_trajectory_records_one_norm_per_iteration_per_seed():
     direct = {"grad": [], "param": []}
 
-    class Direct:
+    class Direct(Callback):
         order = 95  # after trajectory (90): the same moment of the step
 
         def after_backward(self, run):

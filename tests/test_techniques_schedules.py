@@ -10,9 +10,11 @@ import math
 import pytest
 import torch
 
+from reglab.engine.callbacks import Callback
 from reglab.errors import ReglabError
 from reglab.techniques import make
-from reglab.trainer import build_run, fit
+from reglab.engine.loop import fit
+from reglab.engine.run import build_run
 
 from conftest import image_data, mlp_config
 
@@ -24,16 +26,16 @@ def config(techniques, **kw):
     return mlp_config(techniques, **{"batch_size": 16, **kw})
 
 
-class LRLog:
+class LRLog(Callback):
     """Records the learning rate (and momentum) of every optimizer step, after warmup has applied its
-    multiplier (warmup's after_backward has order 5) and before the step is taken."""
+    multiplier (warmup's before_step has order 5) and before the step is taken."""
 
     order = 60
 
     def __init__(self):
         self.lrs, self.momenta = [], []
 
-    def after_backward(self, run):
+    def before_step(self, run):
         group = run.optimizer.param_groups[0]
         self.lrs.append(group["lr"])
         self.momenta.append(group.get("momentum", group.get("betas", (None,))[0]))
@@ -187,7 +189,7 @@ def test_multistep_at_given_epochs():
     assert log.lrs == pytest.approx([lr for lr in per_epoch for _ in range(SPE)], rel=1e-9)
 
 
-class ScriptedMetric:
+class ScriptedMetric(Callback):
     """Overwrites the recorded validation accuracy before the plateau schedule (order 50) reads it."""
 
     order = 1

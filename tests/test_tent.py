@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reglab.errors import ReglabError
-from reglab.tent import Adapter, bn_layers, evaluate_tta, softmax_entropy
+from reglab.analysis.tta import Adapter, bn_layers, evaluate_tta, softmax_entropy
 
 
 def tiny_model(seed: int = 0) -> nn.Module:

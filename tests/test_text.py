@@ -13,13 +13,13 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support
 
 from reglab.data import data_root
-from reglab.ensemble import Ensemble
+from reglab.engine.stacked import Stacked
 from reglab.errors import ReglabError
 from reglab.models import build_model
-from reglab.multilabel import f1_scores, pos_weight, predict, probabilities, report, tune_thresholds
+from reglab.metrics.multilabel import f1_scores, pos_weight, predict, probabilities, report, tune_thresholds
 from reglab.techniques import make
 from reglab.techniques.text_augment import augment_tokens
-from reglab.text import PAD_ID, UNK_ID, Vocab, encode_text_column, tokenize, tokenize_all
+from reglab.data.text import PAD_ID, UNK_ID, Vocab, encode_text_column, tokenize, tokenize_all
 
 
 # ---- tokenizer and vocabulary ----------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_transformer_under_vmap_matches_each_seed_and_trains():
     torch.manual_seed(1)
     members = [build_model("transformer", (16,), 3, vocab_size=40, dim=16, heads=2, layers=1, ff=32, dropout=0.0)
                for _ in range(3)]
-    ens = Ensemble(members)
+    ens = Stacked(members)
     x = _ids(3 * 8, 16, torch.randint(1, 17, (24,)).tolist(), vocab=40).view(3, 8, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no slow per-seed fallback of vmap
@@ -342,7 +342,7 @@ def test_train_subset_and_study_class_report_reproduce_the_stored_metrics(tmp_pa
     reloads each best-configuration checkpoint, and its 0.5-threshold micro/macro F1 on test equal the
     metrics the trainer stored; tuned thresholds never lower validation F1 of any label."""
     from reglab.data import load
-    from reglab.multilabel import checkpoint_probabilities, study_class_report, study_f1_table
+    from reglab.study.class_report import checkpoint_probabilities, study_class_report, study_f1_table
     from reglab.study.runner import run_study
     from reglab.study.spec import parse_spec
     from reglab.study.store import Store
@@ -387,7 +387,7 @@ def test_csv_text_column_is_tokenized_with_a_training_vocabulary(tmp_path):
 
     from reglab.config import RunConfig
     from reglab.data import load
-    from reglab.trainer import fit
+    from reglab.engine.loop import fit
 
     rng = random.Random(0)
     good, bad = ["great", "lovely", "superb", "fine"], ["awful", "poor", "boring", "bad"]

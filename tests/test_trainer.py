@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from reglab.config import RunConfig
-from reglab.trainer import fit
+from reglab.engine.callbacks import Callback
+from reglab.engine.loop import fit
 
 from conftest import image_data
 
@@ -50,7 +51,7 @@ class Interrupt(Exception):
     pass
 
 
-class CrashAt:
+class CrashAt(Callback):
     """A callback that kills the run during epoch ``epoch``'s end (before its checkpoint)."""
 
     def __init__(self, epoch):
@@ -129,7 +130,7 @@ def test_channels_last_feeds_channels_last_batches_and_changes_nothing_else():
     cfg = lambda cl: RunConfig(model="convnet", epochs=2, batch_size=32, channels_last=cl,  # noqa: E731
                                techniques=[{"name": "sgd", "lr": 0.05}])
 
-    class Probe:
+    class Probe(Callback):
         def on_fit_start(self, run):
             run.model.single[0].register_forward_pre_hook(
                 lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
@@ -152,7 +153,7 @@ def test_amp_bf16_runs_matmuls_in_bf16_on_the_cpu_and_auto_does_not(seeds):
     data = image_data()
     dtypes = []
 
-    class Probe:
+    class Probe(Callback):
         def on_fit_start(self, run):
             if len(seeds) == 1:
                 first = next(m for m in run.model.single.modules() if isinstance(m, torch.nn.Linear))

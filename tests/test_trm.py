@@ -1,4 +1,5 @@
-"""Tiny Recursive Model: shapes, which recursions carry gradients, halting (ACT), best-of-k, a short training."""
+"""Tiny Recursive Model: shapes, which recursions carry gradients, halting (ACT), best-of-k, a short training
+(the deep-supervision steps through the ``deep_supervision`` technique, as the engine runs them)."""
 from __future__ import annotations
 
 import time
@@ -8,10 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reglab.data.sudoku import cell_accuracy, exact_accuracy, generate
+from reglab.config import RunConfig
+from reglab.data import Data, Split
+from reglab.data.sudoku import generate
+from reglab.engine.loop import evaluate, fit
+from reglab.engine.run import build_run
 from reglab.errors import ReglabError
 from reglab.models import build_model
-from reglab.models.trm import TRM, VARIANTS, best_of_k, deep_supervision_step
+from reglab.models.trm import TRM, VARIANTS, best_of_k
+from reglab.techniques.deep_supervision import DeepSupervision
 
 SMALL = dict(dim=16, token_hidden=24, channel_hidden=32)
 
@@ -19,6 +25,28 @@ SMALL = dict(dim=16, token_hidden=24, channel_hidden=32)
 def puzzles(n: int, clues: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     p, s, _ = generate(n, min_clues=clues, max_clues=clues, rng=np.random.default_rng(seed))
     return torch.from_numpy(p), torch.from_numpy(s) - 1
+
+
+def sudoku(x: torch.Tensor, y: torch.Tensor, n_eval: int = 0) -> Data:
+    train = Split(x[: len(x) - n_eval], y[: len(y) - n_eval])
+    held = Split(x[len(x) - n_eval:], y[len(y) - n_eval:]) if n_eval else train
+    return Data("sudoku", "classification", train, held, held, (81,), [str(d) for d in range(1, 10)])
+
+
+def supervised_run(data: Data, lr: float = 1e-3, act: bool = True, **opts: object):
+    """A run of a TRM (``SMALL`` plus ``opts``) with the deep_supervision technique, and the technique."""
+    config = RunConfig(dataset="sudoku", model="trm", model_options={**SMALL, **opts}, device="cpu",
+                       techniques=[{"name": "sgd", "lr": lr, "momentum": 0.0}, {"name": "deep_supervision", "act": act}])
+    run = build_run(config, [0], data)
+    return run, next(t for t in run.techniques if isinstance(t, DeepSupervision))
+
+
+def supervise(run, technique: DeepSupervision, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """One batch of deep supervision: mean supervision steps per example and optimizer steps."""
+    technique.on_epoch_start(run)
+    before = run.step
+    technique.train_step(run, x.unsqueeze(0), y.unsqueeze(0))
+    return {"steps": technique._steps / technique._examples, "updates": run.step - before}
 
 
 def count_net_calls(model: TRM) -> list[tuple[bool, int]]:
@@ -148,27 +176,21 @@ def test_random_init_and_best_of_k():
         best_of_k(TRM(**SMALL), x, 2)
 
 
-def _halting_model(bias: float) -> TRM:
-    model = TRM(n=1, T=1, n_sup=4, **SMALL)
-    with torch.no_grad():
-        model.halt_head.bias.fill_(bias)
-    return model
-
-
 def test_act_stops_examples_whose_halting_probability_exceeds_the_threshold():
     torch.manual_seed(0)
     x, y = puzzles(8, 40)
     for bias, act, threshold, steps in [
         (10.0, True, 0.5, 1), (10.0, False, 0.5, 4), (-10.0, True, 0.5, 4),
-        (0.0, True, 0.4, 1), (0.0, True, 0.6, 4),  # p = 0.5 exactly (zero weights, lr 0)
+        (0.0, True, 0.4, 1), (0.0, True, 0.6, 4),  # p = 0.5 (zero halting weights, a negligible lr)
     ]:
-        model = _halting_model(bias)
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        out = deep_supervision_step(model, opt, x, y, act=act, halt_threshold=threshold)
+        run, tech = supervised_run(sudoku(x, y), lr=1e-12, act=act, n=1, T=1, n_sup=4, halt_threshold=threshold)
+        with torch.no_grad():
+            run.model.single.halt_head.bias.fill_(bias)
+        out = supervise(run, tech, x, y)
         assert out["steps"] == steps and out["updates"] == steps, (bias, act, threshold)
     # halting per example: those whose first cell is blank halt after the first step
-    model = _halting_model(0.0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    run, tech = supervised_run(sudoku(x, y), lr=1e-12, n=1, T=1, n_sup=4)
+    model = run.model.single
     original = model.deep_recursion
     blank_emb = model.token_emb.weight[0] + model.pos_emb[0]
 
@@ -181,7 +203,7 @@ def test_act_stops_examples_whose_halting_probability_exceeds_the_threshold():
     calls = count_net_calls(model)
     n_blank = int((x[:, 0] == 0).sum())
     assert 0 < n_blank < len(x)
-    out = deep_supervision_step(model, opt, x, y, act=True)
+    out = supervise(run, tech, x, y)
     assert out["steps"] == pytest.approx((n_blank * 1 + (len(x) - n_blank) * 4) / len(x))
     assert [b for _, b in calls] == [8, 8] + [8 - n_blank] * 6  # the batch shrinks after step 1
 
@@ -190,9 +212,10 @@ def test_variants_are_knob_presets():
     torch.manual_seed(0)
     x, y = puzzles(4, 40)
     for name, knobs in VARIANTS.items():
-        model = build_model("trm", (81,), 9, **SMALL, **{"n": 2, "T": 2, "n_sup": 2, **knobs})
+        run, tech = supervised_run(sudoku(x, y), act=False, **{"n": 2, "T": 2, "n_sup": 2, **knobs})
+        model = run.model.single
         calls = count_net_calls(model)
-        out = deep_supervision_step(model, torch.optim.Adam(model.parameters()), x, y, act=False)
+        out = supervise(run, tech, x, y)
         per_recursion = model.T * (model.n + 1)
         assert out["updates"] == model.n_sup and len(calls) == model.n_sup * per_recursion
         grad_calls = sum(g for g, _ in calls)
@@ -205,29 +228,21 @@ def test_variants_are_knob_presets():
 
 
 def test_short_training_learns_easy_sudoku():
-    """~150 deep-supervision batches on 60-clue puzzles (21 blanks): blank-cell accuracy far above chance (1/9)."""
-    torch.manual_seed(0)
+    """150 deep-supervision batches on 60-clue puzzles (21 blanks): blank-cell accuracy far above chance (1/9)."""
     x, y = puzzles(600, 60, seed=1)
-    xt, yt, xv, yv = x[:500], y[:500], x[500:], y[500:]
-    model = TRM(dim=32, token_hidden=64, channel_hidden=64, n=2, T=2, n_sup=3, n_sup_test=3)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def evaluate() -> tuple[float, float]:
-        model.eval()
-        with torch.no_grad():
-            logits = model(xv)
-        model.train()
-        return cell_accuracy(logits, yv, xv).item(), exact_accuracy(logits, yv, xv).item()
-
-    before = evaluate()
-    gen = torch.Generator().manual_seed(0)
-    start, history = time.time(), []
-    for _ in range(150):
-        idx = torch.randint(0, len(xt), (64,), generator=gen)
-        history.append(deep_supervision_step(model, opt, xt[idx], yt[idx]))
-    cell, exact = evaluate()
-    print(f"blank-cell accuracy {before[0]:.3f} -> {cell:.3f}, exact {before[1]:.3f} -> {exact:.3f}, "
-          f"steps/example {history[-1]['steps']:.2f}, {time.time() - start:.1f}s")
-    assert before[0] < 0.2 and cell > 0.6 and exact > 0.05
-    assert np.mean([h["loss"] for h in history[-20:]]) < 0.5 * history[0]["loss"]
-    assert np.mean([h["steps"] for h in history[-20:]]) < 3  # the halting head has learned to stop some
+    data = sudoku(x, y, n_eval=100)
+    config = RunConfig(dataset="sudoku", model="trm", device="cpu", batch_size=64, steps=150, eval_every=50,
+                       eval_train=False, model_options=dict(dim=32, token_hidden=64, channel_hidden=64, n=2, T=2,
+                                                            n_sup=3, n_sup_test=3),
+                       techniques=[{"name": "adam", "lr": 3e-3}, {"name": "deep_supervision"}],
+                       metric="val_cell_accuracy")
+    before = evaluate(build_run(config, [0], data), data.val, "val")[0]
+    start = time.time()
+    [result] = fit(config, data=data, progress=False)
+    history, m = result.history, result.metrics
+    print(f"blank-cell accuracy {before['val_cell_accuracy']:.3f} -> {m['val_cell_accuracy']:.3f}, exact "
+          f"{before['val_exact_accuracy']:.3f} -> {m['val_exact_accuracy']:.3f}, steps/example "
+          f"{history[-1]['train_sup_steps']:.2f}, {time.time() - start:.1f}s")
+    assert before["val_cell_accuracy"] < 0.2 and m["val_cell_accuracy"] > 0.6 and m["val_exact_accuracy"] > 0.05
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert history[-1]["train_sup_steps"] < 3  # the halting head has learned to stop some

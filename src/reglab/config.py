@@ -1,9 +1,9 @@
 """The run configuration: what to train, with which techniques, for how long.
 
 A :class:`RunConfig` is plain data (it round-trips through JSON, TOML and YAML). Techniques are a list
-of ``{"name": ..., knob: value}`` tables; :func:`resolve_techniques` validates them and applies the
-composition rule: an exclusive kind (the optimizer, the main LR schedule) holds one technique, so a
-later ``adamw`` replaces an earlier ``sgd``; any other technique given twice keeps its last knobs.
+of ``{"name": ..., knob: value}`` tables, resolved into technique objects by
+:func:`reglab.techniques.resolve_techniques`. This module also reads config files and parses the
+command line's ``key=value`` and ``name:knob=value`` forms.
 """
 from __future__ import annotations
 
@@ -19,10 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import ReglabError
 from .options import format_validation_error
 
-#: the optimizer used when a configuration names none
-DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adam", "lr": 1e-3}
-
-
 class RunConfig(BaseModel):
     """One training configuration (one seed or several seeds of it)."""
 
@@ -33,7 +29,10 @@ class RunConfig(BaseModel):
     model: str = Field("mlp", description="model name (reglab list models)")
     model_options: dict[str, Any] = Field(default_factory=dict, description="model builder options")
     techniques: list[dict[str, Any]] = Field(default_factory=list, description="[{name=..., knob=value}]")
-    epochs: int = Field(30, ge=1, description="maximum number of epochs")
+    epochs: int = Field(30, ge=1, description="maximum number of epochs (passes over the training split)")
+    steps: int | None = Field(None, ge=1, description="training budget in batches instead of epochs (None: epochs x batches per pass)")
+    eval_every: int | None = Field(None, ge=1, description="batches between validations (None: once per pass); each validation ends an 'epoch' of the history")
+    eval_train: bool = Field(True, description="evaluate the whole training split at the end (train_* final metrics)")
     batch_size: int = Field(64, ge=1, description="training batch size")
     eval_batch_size: int = Field(1024, ge=1, description="evaluation batch size")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of train carved out for validation")
@@ -45,12 +44,10 @@ class RunConfig(BaseModel):
     compile: bool = Field(False, description="torch.compile the model (one-seed runs; pays off on CUDA)")
     channels_last: Literal["auto", "off", "on"] = Field("auto", description="channels_last for convnets on CUDA")
 
-    def with_techniques(self, extra: list[dict[str, Any]]) -> RunConfig:
-        return self.model_copy(update={"techniques": [*self.techniques, *extra]})
-
 
 def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
-    """Validate a dict into a :class:`RunConfig` (one-line error naming the field)."""
+    """Validate a dict into a :class:`RunConfig` (one-line error naming the field). Technique names
+    and knobs are checked by :func:`reglab.techniques.resolve_techniques`."""
     try:
         config = RunConfig(**raw)
     except pydantic.ValidationError as err:
@@ -60,7 +57,6 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
             allowed = ", ".join(RunConfig.model_fields)
             raise ReglabError(f"{where}: unknown field '{field}' (allowed: {allowed})") from None
         raise ReglabError(format_validation_error(err, where)) from None
-    resolve_techniques(config.techniques)  # validate names and knobs up front
     return config
 
 
@@ -84,27 +80,6 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReglabError(f"{path}: expected a table of settings at the top level")
     return data
-
-
-def resolve_techniques(specs: list[dict[str, Any]], default_optimizer: bool = True) -> list:
-    """Validated :class:`~reglab.techniques.Technique` objects, one per slot, in order.
-
-    A technique that takes the slot of an earlier one replaces it at the later position.
-    """
-    from .techniques import make
-
-    slots: dict[str, Any] = {}
-    for i, spec in enumerate(specs):
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise ReglabError(f"techniques[{i}]: expected a table with a 'name' (got {spec!r})")
-        knobs = {k: v for k, v in spec.items() if k != "name"}
-        technique = make(str(spec["name"]), **knobs)
-        slots.pop(technique.slot, None)
-        slots[technique.slot] = technique
-    if default_optimizer and "optimizer" not in slots:
-        spec = dict(DEFAULT_OPTIMIZER)
-        slots = {"optimizer": make(spec.pop("name"), **spec), **slots}
-    return list(slots.values())
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

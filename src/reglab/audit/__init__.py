@@ -1,10 +1,10 @@
-"""Data audit (SPEC section 5): near-duplicate search and fuzzy record linkage.
+"""Data audit: near-duplicate search and fuzzy record linkage.
 
 * :mod:`reglab.audit.duplicates` -- random-hyperplane LSH (Charikar 2002) with multi-probe for
   near-duplicates between train and test (leakage) or within one set, confirmed by exact cosine.
 * :mod:`reglab.audit.link` -- pairwise string-similarity classifier with one-to-one matching and
   abstention, evaluated by cross-validation against a Levenshtein-threshold baseline.
-* :mod:`reglab.audit.cli` -- the ``reglab audit duplicates|link`` commands.
+The ``reglab audit duplicates|link`` commands are :mod:`reglab.cli.audit`.
 """
 from __future__ import annotations
 

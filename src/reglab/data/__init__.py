@@ -17,10 +17,10 @@ from typing import Any
 
 from .. import options as _options
 from ..errors import ReglabError, unknown
-from .base import Data, Split, Task, carve_validation, channel_stats
+from .base import Data, Split, Task, carve_validation, channel_stats, subset
 
 __all__ = ["Data", "Split", "Task", "load", "DATASETS", "register", "data_root", "cache_dir",
-           "carve_validation", "channel_stats"]
+           "carve_validation", "channel_stats", "subset"]
 
 
 @dataclass(frozen=True)
@@ -80,5 +80,5 @@ def _import_loaders() -> None:
     import pkgutil
 
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
+        if info.name not in ("base", "text", "corruptions"):  # helpers, not loaders
             importlib.import_module(f"{__name__}.{info.name}")

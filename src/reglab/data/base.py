@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..errors import ReglabError
+
 Task = Literal["classification", "multilabel", "regression"]
 
 
@@ -86,6 +88,11 @@ class Data:
         shape = (-1,) + (1,) * (len(self.input_shape) - 1)
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
+    def batch(self, split: Split, rows: Tensor) -> Tensor:
+        """The model input of the examples ``rows`` of ``split``: stored inputs, :meth:`to_input`,
+        :meth:`normalize` (what evaluation feeds the model; training augments in between)."""
+        return self.normalize(self.to_input(split.inputs(rows)))
+
     def to(self, device: torch.device | str) -> "Data":
         return replace(
             self,
@@ -100,8 +107,6 @@ class Data:
 def carve_validation(x: Tensor, y: Tensor, fraction: float, seed: int) -> tuple[Split, Split]:
     """Split train into (train, validation) with a fixed seed; the test split is never touched."""
     if not 0.0 < fraction < 1.0:
-        from ..errors import ReglabError
-
         raise ReglabError(f"val_fraction must be in (0, 1), got {fraction}")
     n = len(y)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -122,3 +127,22 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
         means.append(mean)
         stds.append(((p * (values - mean).pow(2)).sum()).sqrt())
     return torch.stack(means).float(), torch.stack(stds).float()
+
+
+def subset(data: Data, n_train: int | None = None, n_val: int | None = None, n_test: int | None = None,
+           seed: int = 0) -> Data:
+    """``data`` with the first ``n`` examples of a seeded permutation of each split (None: all)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def take(split: Split, n: int | None, what: str) -> Split:
+        if n is None or n >= len(split):
+            return split
+        if n < 1:
+            raise ReglabError(f"{what}: must be >= 1, got {n}")
+        rows = torch.randperm(len(split), generator=g)[:n].sort().values
+        index = None if split.index is None else split.index[rows]
+        return Split(split.x if index is not None else split.x[rows], split.y[rows], index,
+                     {k: v[rows] for k, v in split.extra.items()})
+
+    return replace(data, train=take(data.train, n_train, "n_train"), val=take(data.val, n_val, "n_val"),
+                   test=take(data.test, n_test, "n_test"))

@@ -16,7 +16,7 @@ Splits: a ``split`` column with values train/val/test assigns rows; otherwise a 
 split. Validation rows come from ``val`` in the split column or are carved from train with
 ``split_seed``. Missing values are an error naming the column unless ``dropna=True``.
 
-Text: ``text="review"`` names a text column, tokenized with :func:`reglab.text.encode_text_column`
+Text: ``text="review"`` names a text column, tokenized with :func:`reglab.data.text.encode_text_column`
 (vocabulary from the training rows only, ``<pad>`` = 0, ``<unk>`` = 1, ``max_len`` tokens,
 ``min_count``, ``max_vocab``) into ``(N, max_len)`` int64 ids; the data is ``kind="text"`` (for
 ``model="transformer"``, which reads ``vocab_size`` from ``Data.info``) and uses no other feature.
@@ -34,6 +34,7 @@ import torch
 from ..errors import ReglabError
 from . import register
 from .base import Data, Split, carve_validation
+from .text import encode_text_column
 
 MAX_CLASSES_AUTO = 50
 SPLIT_COLUMN = "split"
@@ -236,8 +237,6 @@ def _text_data(path: str, p: Path, df: pd.DataFrame, text: str, target: str, row
                classes: list[str], classification: bool, extra_all: dict, max_len: int, min_count: int,
                max_vocab: int | None, split_col: str | None) -> Data:
     """The text-column variant of :func:`load_csv` (see the module docstring)."""
-    from ..text import encode_text_column
-
     strings = df[text].astype(str)
     ids, _, info = encode_text_column({r: strings.iloc[rows[r].numpy()].tolist() for r in SPLIT_VALUES},
                                       train="train", max_len=max_len, min_count=min_count, max_size=max_vocab)

@@ -12,7 +12,7 @@ disabled), or else from the Hugging Face dataset ``go_emotions`` ("simplified") 
 vocabulary is built, so the vocabulary comes from the rows actually trained on), for CPU budgets;
 validation and test are always complete.
 
-Texts are tokenized with :mod:`reglab.text` (vocabulary from the training split only, ``<pad>`` = 0,
+Texts are tokenized with :mod:`reglab.data.text` (vocabulary from the training split only, ``<pad>`` = 0,
 ``<unk>`` = 1) into ``(N, max_len)`` int64 ids; targets are ``(N, 28)`` float32 0/1 rows. The
 tokenized tensors are cached under ``$REGLAB_CACHE/goemotions``.
 """
@@ -30,13 +30,12 @@ import torch
 from pydantic import Field
 
 from ..errors import ReglabError
-from ..text import Vocab, encode_text_column, text_info
+from .text import Vocab, encode_text_column, text_info
 from . import cache_dir, data_root, register
 from .base import Data, Split
 
 NUM_LABELS = 28
 SPLITS = {"train": "train", "val": "dev", "test": "test"}  # our name -> file stem
-ROWS = {"train": 43_410, "val": 5_426, "test": 5_427}
 HF_NAME, HF_CONFIG = "go_emotions", "simplified"
 CACHE_VERSION = 2
 

@@ -267,9 +267,14 @@ def augment(x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> t
 
 
 # ---- metrics --------------------------------------------------------------------------------------
+def trusted(answer: Tensor, x: Tensor) -> Tensor:
+    """Class ids ``answer`` (..., 81) with the given cells of ``x`` (tokens 1..9) trusted."""
+    return torch.where(x > 0, x - 1, answer)
+
+
 def predict(logits: Tensor, x: Tensor) -> Tensor:
     """Predicted class ids (..., 81) from logits (..., 81, 9), with the given cells of ``x`` trusted."""
-    return torch.where(x > 0, x - 1, logits.argmax(-1))
+    return trusted(logits.argmax(-1), x)
 
 
 def exact_accuracy(logits: Tensor, y: Tensor, x: Tensor) -> Tensor:

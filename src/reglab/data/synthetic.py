@@ -30,7 +30,7 @@ at level q is ``g*(x + s z_q)`` (pre) or ``g*(x) + s z_q`` (post); the condition
 :func:`true_mean` give the truth at any x.
 
 ``replicates`` -- a regression data set whose targets come with per-example standard errors, for
-Gaussian multi-target regularization (SPEC 3, study 6.8). Built like assay or survey data that are
+Gaussian multi-target regularization (the ``gmtr`` technique and study). Built like assay or survey data that are
 published as "mean +- standard error of r replicate measurements":
 
 1. features X ~ U[0, 1]^10 and the noise-free response of Friedman #1 (Friedman 1991, *Multivariate
@@ -58,6 +58,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from ..errors import ReglabError
 from . import register
 from .base import Data, Split, carve_validation
 
@@ -192,8 +193,6 @@ def load_replicates(
     test_target: Literal["observed", "true"] = "observed",
 ) -> Data:
     if max_replicates < min_replicates:
-        from ..errors import ReglabError
-
         raise ReglabError(f"dataset replicates: max_replicates ({max_replicates}) must be >= min_replicates ({min_replicates})")
     rng = np.random.default_rng(seed)
     train_arrays = _replicate_split(rng, n_train, noise_scale, min_replicates, max_replicates)

@@ -3,18 +3,21 @@
 A builder is ``fn(input_shape, num_outputs, *, option=default, ...) -> nn.Module``; its keyword-only
 options are validated (unknown option, wrong type -> one-line error) and listed by ``reglab list models``.
 Builders produce plain ``nn.Sequential`` stacks where they can, so techniques can insert normalization
-or dropout after each Linear/Conv + activation by module surgery (see :mod:`reglab.surgery`).
+or dropout after each Linear/Conv + activation by module surgery (see :mod:`reglab.models.surgery`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from .. import options as _options
 from ..errors import ReglabError, unknown
+
+if TYPE_CHECKING:
+    from ..data import Data
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,21 @@ def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, **opt
     if num_outputs < 1:
         raise ReglabError(f"model {name}: num_outputs must be >= 1, got {num_outputs}")
     return _options.call(MODELS[name].builder, f"model {name}", tuple(input_shape), num_outputs, **options)
+
+
+def model_options(name: str) -> set[str]:
+    """The option names model ``name``'s builder accepts (empty for an unknown model)."""
+    _import_builders()
+    entry = MODELS.get(name)
+    return {opt for opt, _, _ in _options.option_table(entry.builder)} if entry else set()
+
+
+def model_defaults(model: str, data: Data) -> dict[str, Any]:
+    """Options a dataset suggests for the model (e.g. a text dataset's ``vocab_size``), kept to
+    those the model's builder accepts; a configuration's own options override them."""
+    suggested = data.info.get("model_options", {})
+    accepted = model_options(model) if suggested else set()
+    return {k: v for k, v in suggested.items() if k in accepted}
 
 
 def _import_builders() -> None:

@@ -12,6 +12,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ..errors import ReglabError
 from . import make_activation, register
 from .mlp import Norm, Probability, norm_layer
 
@@ -30,8 +31,6 @@ def convnet(
     shape = (1, *input_shape) if len(input_shape) == 1 else tuple(input_shape)
     dims = len(shape) - 1
     if dims not in (1, 2):
-        from ..errors import ReglabError
-
         raise ReglabError(f"model convnet: input shape must be (L,), (C, L) or (C, H, W), got {input_shape}")
     conv, pool = (nn.Conv1d, nn.MaxPool1d) if dims == 1 else (nn.Conv2d, nn.MaxPool2d)
     layers: list[nn.Module] = [nn.Unflatten(1, shape)] if len(input_shape) == 1 else []

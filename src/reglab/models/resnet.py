@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..errors import ReglabError
 from . import make_activation, register
 
 
@@ -55,8 +56,6 @@ def resnet(
     activation: str = "relu",
 ) -> nn.Sequential:
     if len(input_shape) != 3:
-        from ..errors import ReglabError
-
         raise ReglabError(f"model resnet: needs image input (C, H, W), got {input_shape}")
     layers: list[nn.Module] = [
         nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=norm == "none"), _norm(norm, width), make_activation(activation)

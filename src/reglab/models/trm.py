@@ -12,9 +12,10 @@ arXiv:2510.04871), its pseudocode (Figure 3) and reference code:
   gradients (``backprop="all"``: all ``T`` with gradients, i.e. backpropagation through the whole
   recursion), then decodes ``y`` with the output head (D -> classes per cell) and the halting head
   (mean-pooled ``y`` -> one logit: "is my current answer correct");
-* deep supervision (:func:`deep_supervision_step`) repeats deep recursions up to ``n_sup`` times on
-  a batch, with a loss, an optimizer step and detached latents after each; with ACT an example stops
-  once its halting probability exceeds ``halt_threshold`` (the paper halts at logit > 0, i.e. 0.5).
+* deep supervision (the ``deep_supervision`` technique, :mod:`reglab.techniques.deep_supervision`)
+  repeats deep recursions up to ``n_sup`` times on a batch, with a loss, an optimizer step and
+  detached latents after each; with ACT an example stops once its halting probability exceeds
+  ``halt_threshold`` (the paper halts at logit > 0, i.e. 0.5).
   At test time every example runs ``n_sup_test`` deep recursions.
 
 Latent initialization: ``"learned"``: learned vectors (D,) broadcast over cells (the reference code
@@ -33,7 +34,6 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -223,75 +223,6 @@ def best_of_k(
         best_logits = torch.where(better[..., None, None], logits, best_logits)
         best_halt = torch.maximum(halt, best_halt)
     return best_logits, best_halt
-
-
-def _predict(logits: Tensor, x: Tensor) -> Tensor:
-    """Predicted class ids with the given cells (x > 0, tokens 1..classes) trusted."""
-    return torch.where(x > 0, x - 1, logits.argmax(-1))
-
-
-def deep_supervision_step(
-    model: TRM,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    *,
-    n_sup: int | None = None,
-    halt_threshold: float | None = None,
-    act: bool | None = None,
-    halt_weight: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> dict[str, float]:
-    """Deep supervision with optional ACT on one batch (x: (B, L) puzzles, y: (B, L) class ids).
-
-    Up to ``n_sup`` times: deep recursion, loss = per-cell cross-entropy + ``halt_weight`` * BCE of
-    the halting logit against "the answer (given cells trusted) is fully correct", optimizer step,
-    detached latents. With ``act`` the examples whose halting probability exceeds ``halt_threshold``
-    leave the batch. Knobs default to the model's. Returns the mean loss over supervision steps,
-    the mean number of steps per example, the number of optimizer steps, and the cell and exact
-    accuracy of each example's last answer.
-    """
-    n_sup = model.n_sup if n_sup is None else n_sup
-    halt_threshold = model.halt_threshold if halt_threshold is None else halt_threshold
-    act = model.act if act is None else act
-    model.train()
-    batch = len(x)
-    active = torch.arange(batch, device=x.device)
-    steps = torch.zeros(batch, device=x.device)
-    last_pred = torch.zeros_like(y)
-    y_lat, z_lat = model.init_latents(batch, generator)
-    losses, ces, bces = [], [], []
-    for _ in range(n_sup):
-        xa, ya = x[active], y[active]
-        y_lat, z_lat, logits, halt = model.deep_recursion(model.embed(xa), y_lat, z_lat)
-        pred = _predict(logits.detach(), xa)
-        correct = (pred == ya).all(-1).float()
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ya.reshape(-1))
-        bce = F.binary_cross_entropy_with_logits(halt, correct)
-        loss = ce + halt_weight * bce
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        ces.append(ce.item())
-        bces.append(bce.item())
-        steps[active] += 1
-        last_pred[active] = pred
-        if act:
-            keep = torch.sigmoid(halt.detach()) <= halt_threshold
-            active, y_lat, z_lat = active[keep], y_lat[keep], z_lat[keep]
-            if len(active) == 0:
-                break
-    blank = x == 0
-    return {
-        "loss": sum(losses) / len(losses),
-        "ce": sum(ces) / len(ces),
-        "halt_bce": sum(bces) / len(bces),
-        "steps": steps.mean().item(),
-        "updates": len(losses),
-        "cell_accuracy": ((last_pred == y) & blank).sum().item() / max(1, blank.sum().item()),
-        "exact_accuracy": (last_pred == y).all(-1).float().mean().item(),
-    }
 
 
 @register("trm", "Tiny Recursive Model (Jolicoeur-Martineau 2025): one small mixer/attention net applied recursively, with a halting head")

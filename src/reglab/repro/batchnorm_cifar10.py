@@ -7,7 +7,7 @@ ReLU gain; biases zero) as in the paper, the linear head with PyTorch's default 
 1. **At initialization**, the paper's ResNet-110 layout (reglab ``resnet`` width 16, depth 18; 110
    layers) on one batch of CIFAR-10 training images: per-block activation statistics (forward hooks),
    the gradient of the loss w.r.t. the output logits as a heatmap, and the relative loss after one
-   gradient step over a log-range of learning rates (:mod:`reglab.diagnostics`).
+   gradient step over a log-range of learning rates (:mod:`reglab.analysis.batchnorm`).
 2. **Training** a small ResNet (width 8, depth 3: the ResNet-20 layout at half width) with SGD
    (momentum 0.9, batch 64) at several learning rates, on a subset of the CIFAR-10 (JPEG copy)
    training split for a few epochs; accuracy per (BN, lr), learning curves, the relative-loss probe on
@@ -26,13 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import diagnostics as D
+from ..analysis import batchnorm as D
 from ..config import RunConfig
 from ..data import load
-from ..memorization import subset
+from ..data.base import subset
 from ..models import build_model
-from ..plots import learning_curves
-from ..trainer import fit
+from ..analysis.plots import learning_curves
+from ..engine.callbacks import Callback
+from ..engine.loop import fit
 
 NAME = "batchnorm-cifar10"
 SUMMARY = "Bjorck et al. 2018: with/without BN at several learning rates; activations, logit gradients, relative loss"
@@ -55,24 +56,18 @@ def he_init(model: nn.Module, seed: int | None = None) -> nn.Module:
     return model
 
 
-class _HeInit:
-    """Trainer callback: He-initialize the (single-seed) model before the first epoch; keep the final model."""
-
-    def __init__(self) -> None:
-        self.final: nn.Module | None = None
+class _HeInit(Callback):
+    """Callback: He-initialize the (single-seed) model before the first epoch."""
 
     def on_fit_start(self, run: Any) -> None:
         if run.epoch == 0:
             he_init(run.model.template, seed=run.seeds[0])
             run.best_state = run.model.snapshot()
 
-    def on_fit_end(self, run: Any) -> None:
-        self.final = run.model.member(0)
-
 
 def _batch(data: Any, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     rows = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:n]
-    return data.normalize(data.to_input(data.train.inputs(rows))), data.train.y[rows]
+    return data.batch(data.train, rows), data.train.y[rows]
 
 
 def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
@@ -116,9 +111,8 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
             config = RunConfig(dataset="cifar10", model="resnet", model_options={"width": 8, "depth": 3, "norm": norm},
                                epochs=epochs, batch_size=64, device="cpu", seed=0,
                                techniques=[{"name": "sgd", "lr": lr, "momentum": 0.9}])
-            keeper = _HeInit()
-            [result] = fit(config, [0], data=data, callbacks=(keeper,), progress=progress)
-            runs[(label, lr)] = {"result": result, "model": keeper.final}
+            [result] = fit(config, [0], data=data, callbacks=(_HeInit(),), progress=progress)
+            runs[(label, lr)] = {"result": result, "model": result.model}
     train_seconds = time.perf_counter() - t0
     learning_curves({f"{k[0]} lr={k[1]:g}": [v["result"].history] for k, v in runs.items()}, "accuracy",
                     out / "learning_curves.png")
@@ -191,7 +185,7 @@ def _markdown(s: dict[str, Any], quick: bool) -> str:
     return f"""# batchnorm-cifar10: with and without batch normalization (Bjorck et al. 2018)
 
 Date: 2026-11-23. Machine: 2-core x86 CPU shared with other jobs, one thread (`OMP_NUM_THREADS=1`), no GPU.
-Command: `REGLAB_DATA=../shared/datasets OMP_NUM_THREADS=1 reglab repro batchnorm-cifar10{' --quick' if quick else ''} -o studies/results/batchnorm-cifar10`
+Command: `REGLAB_DATA=../shared/datasets OMP_NUM_THREADS=1 reglab repro batchnorm-cifar10{' --quick' if quick else ''} -o results/batchnorm-cifar10`
 Time: {s['seconds']['total']:.0f} s wall clock in all ({s['seconds']['init_diagnostics']:.0f} s diagnostics at initialization,
 {s['seconds']['training']:.0f} s training), {s.get('cpu_seconds', float('nan')):.0f} s CPU (the machine was shared with other jobs, so
 the per-run seconds below are wall clock under contention).

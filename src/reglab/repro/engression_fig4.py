@@ -6,16 +6,18 @@ For each true function g* in {softplus, square, cubic, log} (``reglab.data.synth
 range, test range and noise level as there) and each noise model -- pre-additive ``Y = g*(X + eta)``
 and post-additive ``Y = g*(X) + eta`` -- every seed draws its own training sample, then fits
 
-- engression: g([x, eps]) on a residual MLP, energy loss with m = 2 draws per example, the
-  conditional median predicted from ``draws`` samples (:mod:`reglab.engression`);
-- L1 regression: the same residual MLP without the noise input, trained on the absolute error (it
-  estimates the conditional median too, the quantity both are compared on).
+- engression: g([x, eps]) on a residual MLP (the ``engression`` technique), energy loss with m = 2
+  draws per example, the conditional median predicted from ``draws`` samples;
+- L1 regression: the same residual MLP without the noise input, trained on the absolute error (the
+  ``quantile`` technique at q = 0.5; it estimates the conditional median too, the quantity both are
+  compared on).
 
-Both see standardized x and y (fixed affine layers inside the model, as the reference package
-does) and train with Adam (cosine-decayed learning rate) on the same mini-batches. The seeds of one
-method train at once, stacked with :class:`reglab.ensemble.Ensemble` (each seed is an independent
-model: Adam acts elementwise). The truth to compare with is the conditional median, g*(x) under
-both noise models (g* is non-decreasing and eta symmetric). Outputs: ``fig4.png`` (median over
+Both see standardized x (the dataset's normalization) and y (standardized by the training targets,
+predictions mapped back), and train with Adam (cosine-decayed learning rate) through
+``reglab.engine.loop.fit``, one seed at a time (each seed has its own data), validated every
+``eval_every`` batches on the seed's validation split (inside the training range; the weights of the
+best validation are kept, the test grid is never looked at). The truth to compare with is the
+conditional median, g*(x) under both noise models (g* is non-decreasing and eta symmetric). Outputs: ``fig4.png`` (median over
 seeds and 10-90 % band of each method's predicted median, the truth, the training range),
 ``results.json`` (every seed's prediction on the grid) and ``RESULTS.md`` with the extrapolation
 error table: per seed, the mean absolute error |median_hat(x) - g*(x)| over the grid points outside
@@ -26,15 +28,17 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..data import load
-from ..data.synthetic import NOISE_STD, TEST_RANGE, TRAIN_RANGE, g_star
-from ..engression import Affine, energy_loss, engressor, resmlp
-from ..ensemble import Ensemble
+from ..config import RunConfig
+from ..data import Data, Split, load
+from ..data.synthetic import NOISE_STD, TRAIN_RANGE, g_star
+from ..analysis.plots import plt
+from ..engine.loop import fit
 
 NAME = "engression-fig4"
 SUMMARY = "engression vs L1 regression extrapolating four functions, pre- and post-additive noise (Shen & Meinshausen Fig. 4)"
@@ -46,58 +50,46 @@ METHODS = ("engression", "L1")
 #: the reference package's network size (width 100, 100 noise dimensions; 2 residual blocks), a CPU-sized
 #: sample and training length
 FULL = dict(seeds=20, n=2000, steps=3000, batch=256, lr=3e-3, hidden=100, blocks=2, noise_dim=100, samples=2,
-            draws=256, grid=61)
-QUICK = dict(FULL, seeds=4, n=1000, steps=300, hidden=64, blocks=1, noise_dim=16)
+            draws=256, grid=61, eval_every=100)
+QUICK = dict(FULL, seeds=4, n=1000, steps=300, hidden=64, blocks=1, noise_dim=16, eval_every=50)
 
 
-def _training_data(function: str, noise: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """``n`` draws of (X, Y) for one seed: the loader's train and validation splits together
-    (the validation split has no use here)."""
-    data = load("synthetic", function=function, noise=noise, n_train=n, n_test=2, seed=seed)
-    return torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]).unsqueeze(1)
+def _config(method: str, function: str, noise: str, cfg: dict, seed: int) -> RunConfig:
+    """One seed's run: the residual MLP on standardized x and y, Adam with cosine decay for
+    ``cfg["steps"]`` batches; engression's energy loss, or the L1 (median) loss."""
+    loss = ({"name": "engression", "noise_dim": cfg["noise_dim"], "samples": cfg["samples"], "eval_samples": cfg["draws"],
+             "point": "median", "metrics": False} if method == "engression" else {"name": "quantile", "q": 0.5})
+    return RunConfig(
+        dataset="synthetic", seed=seed, device="cpu", model="resmlp",
+        dataset_options={"function": function, "noise": noise, "n_train": cfg["n"], "n_test": cfg["grid"], "seed": seed},
+        model_options={"hidden": cfg["hidden"], "blocks": cfg["blocks"]}, batch_size=cfg["batch"],
+        steps=cfg["steps"], eval_every=cfg["eval_every"], eval_train=False,
+        techniques=[{"name": "adam", "lr": cfg["lr"]}, {"name": "cosine"}, loss],
+    )
 
 
-def _members(method: str, xs: Tensor, ys: Tensor, cfg: dict, seeds: list[int]) -> list[nn.Module]:
-    """One model per seed, initialized with ``torch.manual_seed(seed)``, standardizing with its own data."""
-    members = []
-    for s, x, y in zip(seeds, xs, ys):
-        x_in = Affine(1 / x.std(0), -x.mean(0) / x.std(0))
-        y_out = Affine(y.std(0), y.mean(0))
-        torch.manual_seed(s)
-        if method == "engression":
-            model: nn.Module = engressor(1, 1, hidden=cfg["hidden"], blocks=cfg["blocks"], noise_dim=cfg["noise_dim"],
-                                         samples=cfg["samples"], eval_samples=cfg["draws"], point="median")
-            model.encoder, model.net = x_in, nn.Sequential(model.net, y_out)
-        else:
-            model = nn.Sequential(x_in, resmlp((1,), 1, hidden=cfg["hidden"], blocks=cfg["blocks"]), y_out)
-        members.append(model)
-    return members
+def standardized_targets(data: Data) -> tuple[Data, float, float]:
+    """``data`` with every split's targets standardized by the training targets' mean and sd, and
+    (scale, shift) to map predictions back (the inputs are standardized by ``Data.normalize``)."""
+    shift, scale = float(data.train.y.mean()), float(data.train.y.std())
+
+    def std(split: Split) -> Split:
+        return replace(split, y=(split.y - shift) / scale)
+
+    return replace(data, train=std(data.train), val=std(data.val), test=std(data.test)), scale, shift
 
 
-def fit_and_predict(method: str, xs: Tensor, ys: Tensor, grid: Tensor, cfg: dict, seeds: list[int]) -> Tensor:
-    """Train one model per seed on ``xs, ys`` (S, n, 1) and return each one's conditional median on
-    ``grid`` (G, 1): ``(S, G)``."""
-    with torch.random.fork_rng(devices=[]):
-        ensemble = Ensemble(_members(method, xs, ys, cfg, seeds)).train()
-        torch.manual_seed(seeds[0])
-        opt = torch.optim.Adam(ensemble.parameters(), lr=cfg["lr"])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg["steps"])
-        order = torch.Generator().manual_seed(seeds[0])
-        n = xs.shape[1]
-        for _ in range(cfg["steps"]):
-            rows = torch.randint(0, n, (cfg["batch"],), generator=order)
-            out = ensemble(xs[:, rows])
-            if method == "engression":
-                loss = energy_loss(out, ys[:, rows]).sum()  # (S,) -> one backward for independent seeds
-            else:
-                loss = (out - ys[:, rows]).abs().mean((1, 2)).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        ensemble.eval()
-        with torch.no_grad():
-            return ensemble(grid, shared=True).squeeze(-1)
+def fit_and_predict(method: str, function: str, noise: str, cfg: dict, seed: int) -> tuple[Tensor, Tensor]:
+    """Train one seed (its own training sample and initialization) through ``reglab.engine.loop.fit``
+    and return its conditional median on the test grid and the grid: ``(G,)``, ``(G, 1)``."""
+    config = _config(method, function, noise, cfg, seed)
+    data, scale, shift = standardized_targets(load(config.dataset, **config.dataset_options))
+    [result] = fit(config, [seed], data=data, progress=False)
+    model = result.model.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # engression's prediction draws
+        pred = model(data.batch(data.test, torch.arange(len(data.test)))).squeeze(-1)
+    return pred * scale + shift, data.test.x
 
 
 def extrapolation_error(pred: Tensor, grid: Tensor, function: str) -> tuple[Tensor, Tensor]:
@@ -116,11 +108,6 @@ def _band(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def plot(results: dict, cfg: dict, path: Path) -> Path:
     """2 x 4 panels (noise model x function): truth, and each method's median over seeds with its 10-90 % band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = {"engression": "tab:blue", "L1": "tab:orange"}
     fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
     for row, noise in enumerate(NOISES):
@@ -128,8 +115,8 @@ def plot(results: dict, cfg: dict, path: Path) -> Path:
             ax = axes[row, col]
             r = results[f"{function}/{noise}"]
             grid = torch.tensor(r["grid"])
-            xs, ys = _training_data(function, noise, 300, 0)
-            ax.scatter(xs.squeeze(1), ys.squeeze(1), s=3, c="0.7", label="training data (seed 0)")
+            sample = load("synthetic", function=function, noise=noise, n_train=300, n_test=2, seed=0).train
+            ax.scatter(sample.x.squeeze(1), sample.y, s=3, c="0.7", label="training data (seed 0)")
             ax.plot(grid, g_star(function, grid), "k--", lw=1.5, label="true median g*(x)")
             for method in METHODS:
                 mid, lo, hi = _band(torch.tensor(r[method]))
@@ -184,12 +171,11 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     for noise in NOISES:
         for function in FUNCTIONS:
             t0 = time.time()
-            data = [_training_data(function, noise, cfg["n"], s) for s in seeds]
-            xs, ys = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
-            grid = torch.linspace(*TEST_RANGE[function], cfg["grid"]).unsqueeze(1)
-            r: dict[str, list] = {"grid": grid.squeeze(1).tolist()}
+            r: dict[str, list] = {}
             for method in METHODS:
-                r[method] = fit_and_predict(method, xs, ys, grid, cfg, seeds).round(decimals=4).tolist()
+                preds = [fit_and_predict(method, function, noise, cfg, seed) for seed in seeds]
+                r[method] = torch.stack([p for p, _ in preds]).round(decimals=4).tolist()
+                r["grid"] = preds[0][1].squeeze(1).tolist()
             results[f"{function}/{noise}"] = r
             if progress:
                 print(f"[{NAME}] {function}/{noise}: {time.time() - t0:.0f} s", flush=True)
@@ -226,7 +212,7 @@ Command: `OMP_NUM_THREADS=1 {cmd}`
   g*(x) over the {cfg['grid']}-point test grid, outside and inside the training range.
 - Relative to the paper and its reference package (github.com/xwshen51/engression): the package's
   network width and noise dimension (100, 100), but noise enters at the input only (the package
-  concatenates fresh noise at every layer; SPEC's g(x, eps) = net([x, eps])) and no batch norm; smaller
+  concatenates fresh noise at every layer; ours is g(x, eps) = net([x, eps])) and no batch norm; smaller
   training samples and fewer steps than the package's example (10,000 points, 500 epochs of batch
   1,000) for the CPU budget. The figure's x-ranges follow the public Figure-4 reproduction in
   `engression-pytorch` (see `reglab/data/synthetic.py`).

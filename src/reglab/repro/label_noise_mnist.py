@@ -39,7 +39,9 @@ import torch
 from ..config import RunConfig
 from ..data import load
 from ..data.label_noise import with_label_noise
-from ..trainer import build_run, cpu_has_native_bf16, end_of_epoch, evaluate, train_epoch
+from ..engine.loop import fit
+from ..engine.run import select_device
+from ..engine.step import cpu_has_native_bf16
 
 NAME = "label-noise-mnist"
 SUMMARY = "Rolnick et al. 2017: test accuracy vs alpha noisy labels per clean label, 5 models, Adadelta"
@@ -70,27 +72,19 @@ def _amp() -> str:
 
 
 def train_one(data: Any, model: str, options: dict[str, Any], lr: float, steps: int, seed: int = 0) -> dict[str, Any]:
-    """Train with early stopping on the clean validation split; test accuracy of the best evaluation."""
-    every = max(1, steps // EVALS)
+    """Train for ``steps`` batches through ``reglab.engine.loop.fit``, validating on the clean split
+    every ``steps // EVALS`` batches, early stopping after ``PATIENCE`` validations without improvement;
+    the test accuracy of the best validation's weights."""
     config = RunConfig(dataset=data.name, model=model, model_options=options, batch_size=BATCH, seed=seed,
-                       amp=_amp(), epochs=max(1, math.ceil(steps / every)), techniques=[{"name": "adadelta", "lr": lr}])
-    run = build_run(config, [seed], data=data)
-    # an "epoch" of the loop is `every` steps (a random subset of the noisy set, drawn per seed), so
-    # the clean validation split is checked regularly even when one pass holds millions of examples
-    run.steps_per_epoch = min(every, run.steps_per_epoch)
+                       amp=_amp(), steps=steps, eval_every=max(1, steps // EVALS), eval_train=False,
+                       techniques=[{"name": "adadelta", "lr": lr}, {"name": "early_stopping", "patience": PATIENCE}])
     t0 = time.perf_counter()
-    evals = max(1, math.ceil(steps / run.steps_per_epoch))
-    while run.epoch < evals:
-        records = train_epoch(run)
-        run.epoch += 1
-        end_of_epoch(run, records, time.perf_counter() - t0)
-        if run.epoch - run.best_epoch[0] >= PATIENCE:
-            break
-    run.model.restore(run.best_state)
-    test = evaluate(run, data.test, "test")[0]["test_accuracy"]
-    return {"val_accuracy": run.best_value[0], "test_accuracy": test, "best_step": run.best_epoch[0] * run.steps_per_epoch,
-            "steps": run.epoch * run.steps_per_epoch, "budget": steps, "seconds": time.perf_counter() - t0,
-            "amp": config.amp, "device": str(run.device), "curve": [r["val_accuracy"] for r in run.history[0]]}
+    [result] = fit(config, [seed], data=data, progress=False, keep_models=False)
+    m, history = result.metrics, result.history
+    return {"val_accuracy": m["best_val_accuracy"], "test_accuracy": m["test_accuracy"],
+            "best_step": history[int(m["best_epoch"]) - 1]["step"], "steps": history[-1]["step"], "budget": steps,
+            "seconds": time.perf_counter() - t0, "amp": config.amp, "device": str(select_device(config.device)),
+            "curve": [r["val_accuracy"] for r in history]}
 
 
 def run(out: Path, *, quick: bool = False, progress: bool = True, models: list[str] | None = None,

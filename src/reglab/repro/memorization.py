@@ -6,8 +6,8 @@ on a CPU budget.
    MNIST training images: real data, ``rand_x`` (every input replaced by Gaussian noise with the
    data's mean and std) and ``rand_y`` (every label replaced by a random class). Per training example
    the fraction of the 100 models that classify it correctly, sorted; the easiest and hardest real
-   examples as an image grid. The models train through :func:`reglab.seeds.fit_seeds`, which stacks
-   seeds in one :class:`reglab.ensemble.Ensemble` when that is faster on the device and otherwise
+   examples as an image grid. The models train through :func:`reglab.engine.grouping.fit_seeds`, which stacks
+   seeds in one :class:`reglab.engine.stacked.Stacked` when that is faster on the device and otherwise
    trains them one after another in the same process; its decision and the time are reported.
 2. **Critical sample ratio** during training: MLPs (784-256-256-10, Adam lr 1e-3, batch 64, 3 seeds
    stacked) on a smaller subset, real versus ``rand_y`` versus ``rand_x``, the CSR of 300 fixed
@@ -25,16 +25,22 @@ from typing import Any
 
 import torch
 
-from .. import memorization as M
+from ..analysis import memorization as M
 from ..config import RunConfig
-from ..data import load
-from ..trainer import fit
+from ..data import Data, load, subset
+from ..data.label_noise import with_label_noise
+from ..engine.loop import fit
 
 NAME = "memorization"
 SUMMARY = "Arpit et al. 2017: P(correct) over 100 one-epoch models (real / rand_x / rand_y) and critical sample ratio"
 
 SEARCH = {"alpha": 0.002, "beta": 0.001, "r": 0.02, "max_iter": 20}
 LABELS = {"real": "real data", "rand_x": "rand_x (noise inputs)", "rand_y": "rand_y (random labels)"}
+
+
+def noisy(data: Data, kind: str) -> Data:
+    """``data`` itself (``real``) or its training split fully randomized (``rand_x`` / ``rand_y``, noise seed 1)."""
+    return data if kind == "real" else with_label_noise(data, kind, fraction=1.0, seed=1)
 
 
 def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
@@ -47,24 +53,24 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     mnist = load("mnist")
 
     # ---- 1. P(correct) over many one-epoch models -------------------------------------------------
-    base = M.subset(mnist, n_pc, 500, 500, seed=0)
+    base = subset(mnist, n_pc, 500, 500, seed=0)
     config = RunConfig(dataset="mnist", model="mlp", model_options={"hidden": [256]}, epochs=1, batch_size=64,
                        device="cpu", techniques=[{"name": "sgd", "lr": 0.01, "momentum": 0.9}])
     pops: dict[str, M.Population] = {}
     for kind in M.KINDS:
-        data = M.randomized(base, kind, 1.0, seed=1)
+        data = noisy(base, kind)
         pops[kind] = M.train_population(config, data, list(range(models)), progress=progress)
     M.plot_p_correct({LABELS[k]: p.p_correct for k, p in pops.items()}, out / "p_correct.png",
                      title=f"MNIST, {n_pc} training examples, {models} MLPs x 1 epoch")
     real = pops["real"]
-    # the same seeds on real data forced through the stacked path (one Ensemble of all models)
+    # the same seeds on real data forced through the stacked path (one Stacked model of all models)
     forced = "single" if real.grouped else "group"
-    other = M.train_population(config, M.randomized(base, "real"), list(range(models)), grouping=forced, progress=progress)
+    other = M.train_population(config, base, list(range(models)), grouping=forced, progress=progress)
     easy, hard = M.easy_and_hard(real.p_correct, real.true_prob.mean(0), k=10)
     M.plot_examples(base, {"easiest": easy, "hardest": hard}, real.p_correct, out / "easy_hard.png")
 
     # ---- 2. critical sample ratio during training --------------------------------------------------
-    small = M.subset(mnist, n_csr, 500, 500, seed=0)
+    small = subset(mnist, n_csr, 500, 500, seed=0)
     csr_config = RunConfig(dataset="mnist", model="mlp", model_options={"hidden": [256, 256]}, epochs=csr_epochs,
                            batch_size=64, device="cpu", techniques=[{"name": "adam", "lr": 1e-3}])
     csr: dict[str, M.CriticalSampleRatio] = {}
@@ -73,7 +79,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     for kind in M.KINDS:
         t0 = time.perf_counter()
         callback = M.CriticalSampleRatio(n=csr_n, every=csr_every, seed=0, **SEARCH)
-        csr_runs[kind] = fit(csr_config, [0, 1, 2], data=M.randomized(small, kind, 1.0, seed=1),
+        csr_runs[kind] = fit(csr_config, [0, 1, 2], data=noisy(small, kind),
                              callbacks=(callback,), progress=progress)
         csr[kind] = callback
         csr_seconds[kind] = time.perf_counter() - t0
@@ -129,7 +135,7 @@ def _markdown(s: dict[str, Any], quick: bool) -> str:
     return f"""# memorization: P(correct) and critical sample ratio on MNIST (Arpit et al. 2017)
 
 Date: 2026-11-23. Machine: 2-core x86 CPU shared with other jobs, one thread (`OMP_NUM_THREADS=1`), no GPU.
-Command: `REGLAB_DATA=../shared/datasets OMP_NUM_THREADS=1 reglab repro memorization{' --quick' if quick else ''} -o studies/results/memorization`
+Command: `REGLAB_DATA=../shared/datasets OMP_NUM_THREADS=1 reglab repro memorization{' --quick' if quick else ''} -o results/memorization`
 Time: {s['seconds']:.0f} s wall clock, {s.get('cpu_seconds', float('nan')):.0f} s CPU (the machine was shared with other jobs).
 
 ## 1. Per-example P(correct) after one epoch, {c['models']} models
@@ -140,11 +146,11 @@ P(correct) of each of these training examples = the fraction of the models that 
 after the epoch. `rand_x`: every input replaced by Gaussian noise with the training inputs' mean and std;
 `rand_y`: every label replaced by a uniformly random class (both seeded, fixed across models and epochs).
 
-| data | mean P(correct) | std over examples | % examples with P = 1 | % with P >= 0.9 | % with P <= 0.1 | seconds ({c['models']} models) | how the models trained (reglab.seeds.fit_seeds) |
+| data | mean P(correct) | std over examples | % examples with P = 1 | % with P >= 0.9 | % with P <= 0.1 | seconds ({c['models']} models) | how the models trained (reglab.engine.grouping.fit_seeds) |
 |---|---|---|---|---|---|---|---|
 {rows}
 
-The same {c['models']} seeds on real data trained the other way ({'stacked in one Ensemble' if s['other_path']['grouped'] else 'one after another'}):
+The same {c['models']} seeds on real data trained the other way ({'stacked in one Stacked model' if s['other_path']['grouped'] else 'one after another'}):
 {s['other_path']['seconds']:.0f} s against {pc['real']['seconds']:.0f} s in the table (wall clock on a machine shared with other jobs, so
 both are noisy; `fit_seeds` decides from a few timed steps, see the last column). Per-example P(correct)
 differs between the two paths by {s['other_path']['mean_abs_diff']:.4f} on average (at most {s['other_path']['max_abs_diff']:.2f}), and
@@ -160,7 +166,7 @@ Easiest (top) and hardest (bottom) real training examples, titled with their lab
 
 ## 2. Critical sample ratio during training
 
-MLPs 784-256-256-10, Adam (lr 1e-3, batch 64), 3 seeds stacked in one Ensemble, {c['csr_epochs']} epochs on a
+MLPs 784-256-256-10, Adam (lr 1e-3, batch 64), 3 seeds stacked in one Stacked model, {c['csr_epochs']} epochs on a
 seeded subset of {c['n_csr']} MNIST training images (real, rand_y, rand_x). The CSR is measured on {c['csr_n']}
 fixed training examples before training and every {c['csr_every']} epochs by Langevin adversarial sample
 search in [0, 1] pixel units: alpha = {sr['alpha']}, beta = {sr['beta']} (noise uniform on +-1), L-inf

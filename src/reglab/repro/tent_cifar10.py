@@ -5,8 +5,8 @@ Entropy Minimization", ICLR 2021; official code github.com/DequanWang/tent, ``ci
    training split with the reglab trainer (SGD + cosine, random crop and flip); its checkpoints go
    to ``<out>/checkpoint/`` (``last.pt``, reused when present: a second run only evaluates).
 2. Corrupt the test split (or a fixed random subset) with each of the 15 CIFAR-10-C corruptions at
-   severity 5 (:mod:`reglab.corruptions`; generator seeded per corruption).
-3. Evaluate the three test-time modes of :mod:`reglab.tent` on each corrupted set, streamed in
+   severity 5 (:mod:`reglab.data.corruptions`; generator seeded per corruption).
+3. Evaluate the three test-time modes of :mod:`reglab.analysis.tta` on each corrupted set, streamed in
    batches in a fixed random order: ``source`` (no adaptation), ``norm`` (BN statistics of each test
    batch) and ``tent`` (one Adam step on the BN affine parameters per batch minimizing the mean
    softmax entropy; online predictions; lr 1e-3 and batch 200, the official CIFAR-10 settings; the
@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..corruptions import CORRUPTIONS, corrupt
-from ..data import Data, Split, load
-from ..tent import MODES, evaluate_tta
-from ..trainer import fit
+from ..data.corruptions import CORRUPTIONS, corrupt
+from ..data import Data, load, subset
+from ..analysis.tta import MODES, evaluate_tta
+from ..engine.loop import fit
 
 NAME = "tent-cifar10"
 SUMMARY = "TENT vs norm vs source on CIFAR-10-C-style corruptions at severity 5, entropy vs error, lr x batch sensitivity"
@@ -47,21 +47,10 @@ QUICK = dict(FULL, train_subset=5000, epochs=2, test_subset=500, sens_subset=500
 PAPER_MEAN = {"source": 43.5, "norm": 20.4, "tent": 18.6}
 
 
-class _Keep:
-    """Trainer callback that keeps the trained network (the only seed, as a plain module)."""
-
-    model: nn.Module | None = None
-
-    def on_fit_end(self, run) -> None:  # noqa: ANN001
-        self.model = run.model.member(0).cpu().eval()
-
-
 def train_source(out: Path, cfg: dict, progress: bool) -> tuple[nn.Module, Data, dict]:
     """Train (or reload from ``out/checkpoint/last.pt``) the BN convnet on a training subset."""
     data = load("cifar10")
-    gen = torch.Generator().manual_seed(0)
-    rows = torch.randperm(len(data.train), generator=gen)[: cfg["train_subset"]].sort().values
-    data.train = Split(data.train.inputs(rows), data.train.y[rows])
+    data = subset(data, n_train=cfg["train_subset"], seed=0)
     config = RunConfig(
         dataset="cifar10", model="convnet", model_options={"channels": cfg["channels"], "norm": "batch"},
         epochs=cfg["epochs"], batch_size=cfg["batch_size"], metric="val_accuracy", device="cpu",
@@ -70,12 +59,9 @@ def train_source(out: Path, cfg: dict, progress: bool) -> tuple[nn.Module, Data,
             {"name": "cosine"}, {"name": "crop", "padding": 4}, {"name": "flip"},
         ],
     )
-    keep = _Keep()
     reused = (out / "checkpoint" / "last.pt").exists()
-    result = fit(config, seeds=[0], data=data, run_dir=out / "checkpoint", resume=True, callbacks=(keep,),
-                 progress=progress)[0]
-    assert keep.model is not None
-    return keep.model, data, {**result.metrics, "checkpoint_reused": reused}
+    result = fit(config, seeds=[0], data=data, run_dir=out / "checkpoint", resume=True, progress=progress)[0]
+    return result.model.eval(), data, {**result.metrics, "checkpoint_reused": reused}
 
 
 def corrupted(x: torch.Tensor, name: str, severity: int) -> torch.Tensor:
@@ -248,7 +234,7 @@ Command: `REGLAB_DATA=/work/shared/datasets OMP_NUM_THREADS=1 {cmd}`
 
 ## Setup and what was cut
 - Source model: `convnet` with channels {cfg['channels']} and BatchNorm after every conv (3 conv-BN-ReLU-maxpool
-  stages, linear head), trained by `reglab.trainer.fit` on a random {cfg['train_subset']}-image subset of the
+  stages, linear head), trained by `reglab.engine.loop.fit` on a random {cfg['train_subset']}-image subset of the
   CIFAR-10 (JPEG copy) training split for {cfg['epochs']} epochs: SGD (Nesterov momentum 0.9, lr {cfg['lr']},
   weight decay 5e-4) with cosine decay, random crop (padding 4) and horizontal flip, batch {cfg['batch_size']}.
   Checkpoint: `checkpoint/last.pt` under the output folder. Validation accuracy
@@ -257,9 +243,9 @@ Command: `REGLAB_DATA=/work/shared/datasets OMP_NUM_THREADS=1 {cmd}`
   The paper's model is a WRN-28-10 (about 95 % clean accuracy); ours is far smaller, so absolute errors are
   much higher: compare directions and relative gains, not levels.
 - Test data: {cfg['test_subset']} test images (a fixed random order of the 10,000; a subset when fewer), corrupted by each of the 15
-  corruptions of `reglab.corruptions` at severity {cfg['severity']} (CIFAR-10-C parameters of Hendrycks &
+  corruptions of `reglab.data.corruptions` at severity {cfg['severity']} (CIFAR-10-C parameters of Hendrycks &
   Dietterich; `frost` uses a procedural texture instead of the original photos).
-- Modes (`reglab.tent.evaluate_tta`): source; norm (test-batch BN statistics); TENT (Adam lr {cfg['tent_lr']:g},
+- Modes (`reglab.analysis.tta.evaluate_tta`): source; norm (test-batch BN statistics); TENT (Adam lr {cfg['tent_lr']:g},
   one step per batch of {cfg['tent_batch']} on the BN affine parameters, online predictions). Each corruption
   starts from the source model; batches stream in a fixed random order.
 

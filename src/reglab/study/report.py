@@ -26,20 +26,15 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ..trainer import metric_maximized
+from ..analysis import plots
+from ..metrics import metric_maximized, on_split, recorded_default
+from ..techniques import resolve_techniques
 from .plan import order_paths, plan
 from .spec import StudySpec
+from .statistics import mean_se
 from .store import Store, StoredRun
 
 ALPHA = 0.05
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    a = np.asarray(values, dtype=float)
-    se = a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else math.nan
-    return float(a.mean()), float(se)
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, float]:
@@ -61,8 +56,8 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, float]:
 
 def _metrics(spec: StudySpec, runs: list[StoredRun]) -> tuple[str, str]:
     keys = set().union(*(r.metrics for r in runs)) if runs else set()
-    metric = spec.metric or next((m for m in ("val_accuracy", "val_f1_micro", "val_rmse") if m in keys), "val_loss")
-    report_metric = spec.report_metric or "test_" + metric.removeprefix("val_")
+    metric = spec.metric or recorded_default(keys)
+    report_metric = spec.report_metric or on_split(metric, "test")
     return metric, report_metric
 
 
@@ -83,14 +78,14 @@ def build_table(spec: StudySpec, store: Store) -> dict[str, Any]:
     rows = []
     for i, p in enumerate(planned):
         seeds = by_key.get(p.key, {})
-        val_m, val_se = _mean_se(list(values(p.key, metric).values()))
-        rep_m, rep_se = _mean_se(list(values(p.key, report_metric).values()))
+        val_m, val_se = mean_se(list(values(p.key, metric).values()))
+        rep_m, rep_se = mean_se(list(values(p.key, report_metric).values()))
         row: dict[str, Any] = {
             "index": i, "label": p.label, "key": p.key, "added": p.added, "steps": p.steps, "seeds": len(seeds),
             "val_mean": val_m, "val_se": val_se, "report_mean": rep_m, "report_se": rep_se,
             "per_seed": values(p.key, report_metric),
-            "epochs": _mean_se([r.metrics.get("epochs", math.nan) for r in seeds.values()])[0],
-            "seconds": _mean_se([r.metrics.get("seconds", math.nan) for r in seeds.values()])[0],
+            "epochs": mean_se([r.metrics.get("epochs", math.nan) for r in seeds.values()])[0],
+            "seconds": mean_se([r.metrics.get("seconds", math.nan) for r in seeds.values()])[0],
             "group_size": max((r.group_size or 1 for r in seeds.values()), default=1),
         }
         if i > 0:
@@ -263,8 +258,6 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
 def describe(config: Any, baseline: Any = None) -> str:
     """The resolved techniques of a configuration, with the knobs that differ from their defaults,
     and the settings (epochs, batch size, model options, ...) in which it differs from ``baseline``."""
-    from ..config import resolve_techniques
-
     parts = []
     for t in resolve_techniques(config.techniques):
         knobs = ", ".join(f"{k}={v}" for k, v in t.knobs.model_dump(exclude_defaults=True).items())
@@ -326,13 +319,7 @@ def _to_html(blocks: list[tuple]) -> str:
 
 
 def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .. import plots
-
+    plt = plots.plt
     rows = [r for r in table["rows"] if r["seeds"]]
     if not rows:
         return []

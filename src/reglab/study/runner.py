@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..engine.callbacks import Callback
+from ..engine.grouping import fit_seeds
 from ..errors import ReglabError
 from .plan import Planned, plan
 from .spec import StudySpec
@@ -43,8 +45,8 @@ class Job:
     grouping: str = "auto"
 
 
-class _EpochEvents:
-    """Trainer callback that emits each seed's new epoch record."""
+class _EpochEvents(Callback):
+    """Callback that emits each seed's new epoch record."""
 
     order = 100
 
@@ -60,8 +62,6 @@ class _EpochEvents:
 
 def execute(job: Job, emit: Callable[[Event], None]) -> None:
     """Train one job, emitting events; safe to call in a worker process."""
-    from ..seeds import fit_seeds
-
     config = RunConfig(**job.config)
     for seed in job.seeds:
         emit(("start", job.key, seed))
@@ -70,7 +70,7 @@ def execute(job: Job, emit: Callable[[Event], None]) -> None:
             config, job.seeds, run_dir=job.run_dir, grouping=job.grouping,
             callbacks=(_EpochEvents(job.key, emit),),
             on_result=lambda r: emit(("result", job.key, r)),
-            on_decision=lambda d: emit(("decision", job.key, d.grouped, d.reason)),
+            on_decision=lambda d: emit(("decision", job.key, d.grouped, d.reason)), keep_models=False,
         )
     except ReglabError:
         raise

@@ -33,7 +33,8 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config import RunConfig, load_file, parse_config, resolve_techniques
+from ..config import RunConfig, load_file, parse_config
+from ..techniques import resolve_techniques
 from ..errors import ReglabError
 from ..options import format_validation_error
 
@@ -92,11 +93,13 @@ class StudySpec(BaseModel):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
     def run_config(self, techniques: list[dict[str, Any]], overrides: dict[str, Any]) -> RunConfig:
-        """The RunConfig of one configuration (validated)."""
+        """The RunConfig of one configuration (validated, its techniques included)."""
         raw = {**self.base, **overrides, "techniques": techniques}
         if self.metric and "metric" not in raw:
             raw["metric"] = self.metric
-        return parse_config(raw, f"study {self.name}")
+        config = parse_config(raw, f"study {self.name}")
+        resolve_techniques(config.techniques)
+        return config
 
 
 def parse_spec(raw: dict[str, Any], where: str = "study") -> StudySpec:

@@ -15,7 +15,6 @@ process writes; workers send their records to it.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -98,7 +97,7 @@ class Store:
                        (study, key, seed, int(record["epoch"]), _json(record)))
 
     def finish_run(self, study: str, key: str, result: Any) -> None:
-        """Store a :class:`~reglab.trainer.RunResult` as done (with its full history)."""
+        """Store a :class:`~reglab.engine.run.RunResult` as done (with its full history)."""
         m = result.metrics
         with self._connect() as db:
             db.execute(
@@ -147,13 +146,3 @@ class Store:
             out.append(StoredRun(key, seed, label, st, json.loads(config), json.loads(metrics or "{}"),
                                  json.loads(history or "[]"), json.loads(trajectory or "{}"), ckpt, seconds, group, device))
         return out
-
-    def epochs(self, study: str, key: str, seed: int) -> list[dict[str, float]]:
-        with self._connect() as db:
-            rows = db.execute("SELECT metrics FROM epochs WHERE study = ? AND config_key = ? AND seed = ? ORDER BY epoch",
-                              (study, key, seed)).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,35 +1,35 @@
 """The technique interface: a small unit with validated knobs and hooks into the training loop.
 
-A technique subclasses :class:`Technique`, names itself, declares its knobs as a pydantic model
-(defaults, ranges, descriptions: ``reglab list techniques`` prints them) and overrides the hooks
-it needs. The trainer calls the hooks in this order (see :func:`reglab.trainer.fit`)::
+A technique subclasses :class:`Technique` (a :class:`reglab.engine.callbacks.Callback` with knobs),
+names itself, declares its kind (one of :data:`KINDS`), its source and its knobs as a pydantic model
+(defaults, ranges, descriptions: ``reglab list techniques`` prints them) and overrides the hooks it
+needs; the hook order is documented in :mod:`reglab.engine.callbacks`. Besides those hooks a technique
+may transform the freshly built model (``apply_model``) and make the optimizer or the LR scheduler.
 
-    apply_model -> make_optimizer / make_scheduler -> on_fit_start
-    per epoch:  on_epoch_start
-        per batch:  transform_batch (train only) -> [train_step, or: forward -> loss -> backward
-                    -> after_backward -> optimizer step] -> after_step
-        evaluate (batch_metrics) -> on_epoch_end
-    on_fit_end
-
-Every tensor a hook sees has a leading *seed* dimension S: the trainer trains S seeds of one
-configuration at once (S = 1 for a single run). Batches are ``x: (S, B, ...)``, ``y: (S, B, ...)``;
-per-seed losses are ``(S,)``; ``run.model.stacked()`` gives every parameter as ``(S, ...)``.
-Random draws use ``run.generators[s]``, one CPU generator per seed (draw on the CPU, then move the
-small tensor to ``run.device``), so a seed's randomness is the same whether it trains alone or in a
-group and on any device; the trainer checkpoints these generators. A technique's own state goes
-through ``state_dict``/``load_state_dict``.
+Every tensor a hook sees has a leading *seed* dimension S. Random draws use ``run.generators[s]``,
+one CPU generator per seed (draw on the CPU, then move the small tensor to ``run.device``; see
+:func:`per_seed`), so a seed's randomness is the same whether it trains alone or in a group and on
+any device; the loop checkpoints these generators. A technique's own state goes through
+``state_dict``/``load_state_dict`` and is saved under its name.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from ..engine.callbacks import Callback
+
 if TYPE_CHECKING:
     from ..data import Data
-    from ..trainer import Run
+    from ..engine.run import Run
+
+Kind = Literal["optimizer", "schedule", "schedule-modifier", "normalization", "regularizer", "augmentation",
+               "loss", "training", "stopping", "data", "diagnostic"]
+#: every technique's kind is one of these (``reglab list techniques`` groups by kind)
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 class Knobs(BaseModel):
@@ -38,12 +38,12 @@ class Knobs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Technique:
+class Technique(Callback):
     """Base class. Subclasses set ``name``, ``kind``, ``source`` and ``Knobs``, and override hooks."""
 
+    API = Callback.API | {"apply_model", "make_optimizer", "make_scheduler", "slot"}
     name: ClassVar[str] = ""
-    #: optimizer | schedule | normalization | regularizer | augmentation | loss | diagnostic | ...
-    kind: ClassVar[str] = "regularizer"
+    kind: ClassVar[Kind] = "regularizer"
     #: the paper or documentation the technique follows (shown by ``reglab list techniques``)
     source: ClassVar[str] = ""
     #: at most one technique of an exclusive kind per run; a later one replaces the earlier one
@@ -51,9 +51,14 @@ class Technique:
     #: hooks of several techniques run in increasing ``order`` (geometric augmentation before mixup;
     #: warmup's LR multiplier is removed before a per-step schedule steps)
     order: ClassVar[int] = 50
-    #: ``True`` when the technique can train several seeds at once; otherwise the reason it can't
-    group_ok: ClassVar[bool | str] = True
+    #: why the technique cannot train several seeds stacked in one model (``None``: it can)
+    stack_blocker: ClassVar[str | None] = None
     Knobs: ClassVar[type[Knobs]] = Knobs
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind not in KINDS:
+            raise TypeError(f"technique {cls.name or cls.__name__}: unknown kind '{cls.kind}' (allowed: {', '.join(KINDS)})")
 
     def __init__(self, **knobs: Any) -> None:
         self.knobs = self.Knobs(**knobs)
@@ -67,7 +72,11 @@ class Technique:
         """Key under which a configuration holds this technique (its kind when exclusive)."""
         return self.kind if self.exclusive else self.name
 
-    # ---- hooks (all optional) -------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        return self.name
+
+    # ---- model and optimizer (techniques only; the run's hooks are those of Callback) ----------
     def apply_model(self, model: nn.Module, data: Data) -> nn.Module:
         """Transform the freshly built single-seed model (before seeds are stacked)."""
         return model
@@ -80,48 +89,10 @@ class Technique:
         """Schedules return a torch LR scheduler (stepped by the technique itself)."""
         return None
 
-    def on_fit_start(self, run: Run) -> None: ...
 
-    def on_epoch_start(self, run: Run) -> None: ...
-
-    def transform_batch(self, run: Run, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Training batches only: ``x`` float (S, B, ...) before normalization, ``y`` (S, B, ...)."""
-        return x, y
-
-    def train_step(self, run: Run, x: Tensor, y: Tensor) -> Tensor | None:
-        """Replace the default forward/loss/backward/step: do the step(s) and return the detached
-        per-seed training loss ``(S,)``; ``None`` keeps the default (e.g. deep supervision)."""
-        return None
-
-    def loss(self, run: Run, loss: Tensor, out: Tensor, y: Tensor, x: Tensor) -> Tensor:
-        """Return the per-seed training loss ``(S,)``, e.g. with a penalty added."""
-        return loss
-
-    def batch_metrics(self, run: Run, out: Tensor, y: Tensor, x: Tensor) -> dict[str, Tensor]:
-        """Extra evaluation metrics: per-seed *sums* over the batch's examples ``(S,)``; the trainer
-        divides by the number of examples (e.g. exact-puzzle accuracy)."""
-        return {}
-
-    def after_backward(self, run: Run) -> None: ...
-
-    def after_step(self, run: Run) -> None: ...
-
-    def on_epoch_end(self, run: Run) -> None:
-        """After evaluation; ``run.history[s][-1]`` holds seed ``s``'s record of this epoch."""
-
-    def on_fit_end(self, run: Run) -> None: ...
-
-    # ---- checkpointing ----------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (tensors, numbers, strings, lists, dicts)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def group_blockers(techniques: list[Any]) -> list[str]:
+def stack_blockers(techniques: list[Technique]) -> list[str]:
     """``"name: reason"`` for each technique that cannot train stacked seeds (empty when all can)."""
-    return [f"{t.name}: {t.group_ok}" for t in techniques if t.group_ok is not True]
+    return [f"{t.name}: {t.stack_blocker}" for t in techniques if t.stack_blocker is not None]
 
 
 def per_seed(run: Run, draw: Any) -> Tensor:

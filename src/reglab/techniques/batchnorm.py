@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..errors import ReglabError
-from ..surgery import batchnorm_for, insert_norm
+from ..models.surgery import batchnorm_for, insert_norm
 from .base import Knobs, Technique
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ReglabError
+from ..metrics.multilabel import pos_weight
 from .base import Technique
 
 
@@ -16,12 +18,6 @@ def class_weights(y: Tensor, classes: int) -> Tensor:
     """``N / (K * N_c)`` (classes absent from ``y`` get weight 0)."""
     counts = torch.bincount(y.reshape(-1), minlength=classes).float()
     return torch.where(counts > 0, counts.sum() / (classes * counts.clamp_min(1)), torch.zeros_like(counts))
-
-
-def pos_weights(y: Tensor) -> Tensor:
-    """``N_neg / N_pos`` per label of a 0/1 matrix ``(N, L)``."""
-    pos = y.sum(0)
-    return torch.where(pos > 0, (len(y) - pos) / pos.clamp_min(1), torch.ones_like(pos))
 
 
 class ClassBalance(Technique):
@@ -32,10 +28,8 @@ class ClassBalance(Technique):
     def on_fit_start(self, run):  # noqa: ANN001, ANN201
         y = run.data.train.y
         if run.data.task == "classification":
-            run.loss_options["weight"] = class_weights(y, len(run.data.classes))
+            run.loss.class_weight = class_weights(y, len(run.data.classes))
         elif run.data.task == "multilabel":
-            run.loss_options["pos_weight"] = pos_weights(y.float())
+            run.loss.pos_weight = pos_weight(y)
         else:
-            from ..errors import ReglabError
-
             raise ReglabError("technique class_balance: needs a classification or multilabel task")

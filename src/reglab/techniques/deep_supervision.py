@@ -18,7 +18,7 @@ The recursion knobs ``n``, ``T``, ``backprop``, ``latent_init``, ``n_sup``, ``n_
 and ``halt_threshold`` override the ``trm`` model's options of the same name when set (``None``
 keeps the model's). After each epoch the record gets ``train_sup_steps`` (mean supervision steps
 per training example), ``train_updates`` (optimizer steps per batch), and ``train_accuracy`` /
-``train_exact_accuracy`` of each example's last training answer (cells, whole puzzles). The trainer's ``after_step``
+``train_exact_accuracy`` of each example's last training answer (cells, whole puzzles). The loop's ``after_step``
 hooks (per-batch schedules, EMA, max-norm) run once per batch, after the last supervision step;
 ``run.step`` counts optimizer steps, so ``warmup`` (measured in steps) ends ``n_sup`` times sooner.
 """
@@ -31,14 +31,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..data.sudoku import predict
+from ..data.sudoku import predict, trusted
+from ..engine.step import autocast, training_loss, optimizer_step
 from ..errors import ReglabError
-from ..models.trm import TRM, best_of_k
+from ..models.trm import TRM
 from .base import Knobs, Technique
 
 if TYPE_CHECKING:
     from ..data import Data
-    from ..trainer import Run
+    from ..engine.run import Run
 
 
 def sudoku_metrics(logits: Tensor, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -53,16 +54,11 @@ def sudoku_metrics(logits: Tensor, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor
     return exact, cells
 
 
-def predict_ids(answer: Tensor, x: Tensor) -> Tensor:
-    """Predicted class ids with the given cells of ``x`` (tokens 1..C) trusted."""
-    return torch.where(x > 0, x - 1, answer)
-
-
 class DeepSupervision(Technique):
     name = "deep_supervision"
     kind = "training"
     source = "Jolicoeur-Martineau 2025, Less is More: Recursive Reasoning with Tiny Networks (arXiv:2510.04871)"
-    group_ok = ("ACT halts each seed's examples, and so stops its optimizer steps, at a different supervision "
+    stack_blocker = ("ACT halts each seed's examples, and so stops its optimizer steps, at a different supervision "
                 "step; stacked seeds would have to step together")
 
     class Knobs(Knobs):
@@ -124,8 +120,6 @@ class DeepSupervision(Technique):
         self._reset()
 
     def train_step(self, run: Run, x: Tensor, y: Tensor) -> Tensor:
-        from ..trainer import _autocast, _hooks, criterion
-
         model = self._model(run)
         x, y = x[0], y[0]
         batch = len(x)
@@ -133,25 +127,16 @@ class DeepSupervision(Technique):
         steps = torch.zeros(batch, device=x.device)
         answer = torch.zeros_like(y)  # each example's latest prediction
         y_lat, z_lat = self._init_latents(run, model, batch)
-        loss_hooks, backward_hooks = _hooks(run, "loss"), _hooks(run, "after_backward")
         losses = []
         for _ in range(model.n_sup):
             xa, ya = x[active], y[active]
-            with _autocast(run):
+            with autocast(run):
                 y_lat, z_lat, logits, halt = model.deep_recursion(model.embed(xa), y_lat, z_lat)
-            out, target = logits.float().unsqueeze(0), ya.unsqueeze(0)
-            loss = criterion(run, out, target)  # (1,)
-            for hook in loss_hooks:
-                loss = hook(run, loss, out, target, xa.unsqueeze(0))
+            loss = training_loss(run, logits.float().unsqueeze(0), ya.unsqueeze(0), xa.unsqueeze(0))  # (1,)
             answer[active] = logits.detach().argmax(-1)
             correct = (predict(logits.detach(), xa) == ya).all(-1).float()
             loss = loss + self.knobs.halt_weight * F.binary_cross_entropy_with_logits(halt.float(), correct)
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            for hook in backward_hooks:
-                hook(run)
-            run.optimizer.step()
-            run.step += 1
+            optimizer_step(run, loss)
             losses.append(loss.detach())
             steps[active] += 1
             if model.act:
@@ -164,7 +149,7 @@ class DeepSupervision(Technique):
         self._updates += len(losses)
         self._batches += 1
         self._cells += (answer == y).float().mean(-1).sum().item()
-        self._exact += (predict_ids(answer, x) == y).all(-1).sum().item()
+        self._exact += (trusted(answer, x) == y).all(-1).sum().item()
         return torch.stack(losses).mean(0)
 
     def on_epoch_end(self, run: Run) -> None:

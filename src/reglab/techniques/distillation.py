@@ -14,7 +14,7 @@ paper). ``a = 0`` is plain training.
 
 The teacher is a reglab checkpoint (``last.pt``/``best.pt`` of a run folder: its configuration
 rebuilds the architecture, its best weights are used, ``teacher_member`` picks the seed of a grouped
-run) or a plain state dict saved by :mod:`reglab.checkpoint` with ``teacher_model`` /
+run) or a plain state dict saved by :mod:`reglab.engine.checkpoint` with ``teacher_model`` /
 ``teacher_model_options`` naming the architecture. It runs in eval mode without gradients on the
 student's (normalized, augmented) batch; with no augmentation technique in the run its logits on
 the training split are computed once and indexed per batch (``cache_logits``), which is exact and
@@ -39,9 +39,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from .. import checkpoint as ckpt
+from ..config import RunConfig
 from ..data.base import Data, Split
+from ..engine import checkpoint as ckpt
 from ..errors import ReglabError
+from ..models import build_model
+from . import build_member, resolve_techniques
 from .base import Knobs, Technique
 
 
@@ -87,30 +90,24 @@ def drop_classes_(run: Any, classes: list[int], who: str) -> None:
 def load_teacher(path: str | Path, data: Data, *, model: str | None = None, model_options: dict[str, Any] | None = None,
                  member: int = 0, device: torch.device | str = "cpu") -> nn.Module:
     """The teacher network of checkpoint ``path`` for ``data``, in eval mode, frozen."""
-    from ..config import RunConfig, resolve_techniques
-    from ..models import build_model
-    from ..trainer import model_defaults
-
     state = ckpt.load(path)
-    techniques: list[Technique] = []
-    if isinstance(state, dict) and "config" in state and "best_state" in state:  # a trainer checkpoint
+    if isinstance(state, dict) and "config" in state and "best_state" in state:  # a run checkpoint
         config = RunConfig(**state["config"])
         seeds = state.get("seeds", [0])
         if not 0 <= member < len(seeds):
             raise ReglabError(f"technique distillation: teacher_member {member} out of range (the checkpoint holds {len(seeds)} seeds)")
-        name = model or config.model
-        options = {**model_defaults(name, data), **config.model_options} if model_options is None else model_options
-        techniques = resolve_techniques(config.techniques)
+        update = {k: v for k, v in (("model", model), ("model_options", model_options)) if v is not None}
+        config = config.model_copy(update=update)
+        name = config.model
+        net = build_member(config, data, resolve_techniques(config.techniques))
         weights = {k: v[member] for k, v in state["best_state"].items()}
     else:
         if model is None:
             raise ReglabError("technique distillation: teacher_model is required when the teacher checkpoint "
                               "is a plain state dict (not a reglab run checkpoint)")
-        name, options = model, model_options or {}
+        name = model
+        net = build_model(name, data.input_shape, data.num_outputs, **(model_options or {}))
         weights = state.get("model", state) if isinstance(state, dict) else state
-    net = build_model(name, data.input_shape, data.num_outputs, **options)
-    for t in techniques:
-        net = t.apply_model(net, data)
     try:
         net.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as err:
@@ -124,11 +121,7 @@ def load_teacher(path: str | Path, data: Data, *, model: str | None = None, mode
 
 def _augments(run: Any) -> bool:
     """Whether any technique or callback of the run transforms training batches."""
-    for t in run.techniques:
-        hook = getattr(type(t), "transform_batch", None)
-        if hook is not None and hook is not Technique.transform_batch:
-            return True
-    return False
+    return bool(run.hooks["transform_batch"])
 
 
 class Distillation(Technique):
@@ -182,7 +175,7 @@ class Distillation(Technique):
         chunks = []
         for start in range(0, len(split), run.config.eval_batch_size):
             rows = torch.arange(start, min(len(split), start + run.config.eval_batch_size), device=run.device)
-            chunks.append(self._teacher_logits(data.normalize(data.to_input(split.inputs(rows))), 1))
+            chunks.append(self._teacher_logits(data.batch(split, rows), 1))
         return torch.cat(chunks)
 
     def loss(self, run, loss, out, y, x):  # noqa: ANN001, ANN201
@@ -192,7 +185,7 @@ class Distillation(Technique):
         if self.cache is not None and run.batch_rows is not None:
             teacher = self.cache[run.batch_rows]
         else:
-            if self.teacher is None:  # a step outside fit (e.g. timing seed groups in reglab.seeds)
+            if self.teacher is None:  # a step outside fit (e.g. timing seed groups in reglab.engine.grouping)
                 self._load_teacher(run)
             teacher = self._teacher_logits(x, 2)
         return distillation_loss(out, teacher, None, k.temperature, k.a, hard=loss)

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ReglabError
-from ..surgery import wrap_activations
+from ..models.surgery import wrap_activations
 from .base import Knobs, Technique
 
 _M32 = 0xFFFFFFFF

@@ -95,7 +95,7 @@ class EarlyStopping(Technique):
         super().__init__(**knobs)
         self._stop_state: dict | None = None  # weights of seeds at their stop (group, no restore)
 
-    def errors(self, run, s: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
+    def _errors(self, run, s: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
         """(validation errors, training errors) of seed ``s`` so far."""
         history = run.history[s]
         sign = (lambda v: 1.0 - v) if run.maximize else (lambda v: v)
@@ -112,7 +112,7 @@ class EarlyStopping(Technique):
         for s in range(run.size):
             if run.stopped[s]:
                 continue
-            val_error, train_error = self.errors(run, s)
+            val_error, train_error = self._errors(run, s)
             if should_stop(k.criterion, val_error, train_error, patience=k.patience, min_delta=k.min_delta,
                            alpha=k.alpha, strip=k.strip, successive=k.successive):
                 run.stopped[s] = True

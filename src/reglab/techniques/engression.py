@@ -1,7 +1,8 @@
 """Engression as a technique: turn the run's model into a generative regression model g(x, eps).
 
 Shen & Meinshausen, "Engression: Extrapolation through the Lens of Distributional Regression",
-JRSS-B 2024 (the model, loss and predictions live in :mod:`reglab.engression`). Two ways to apply it:
+JRSS-B 2024 (the models and their predictions live in :mod:`reglab.models.engression`, the energy
+loss in :mod:`reglab.metrics.regression`). Two ways to apply it:
 
 - ``input="x"``: the model itself becomes g([x, eps]) -- its first Linear is widened by
   ``noise_dim`` noise inputs (models that start with Flatten -> Linear: ``mlp``, ``resmlp``);
@@ -9,7 +10,7 @@ JRSS-B 2024 (the model, loss and predictions live in :mod:`reglab.engression`). 
   g([base(x), eps]) or g([base(x), x, eps]), g a residual MLP (``head_hidden`` x ``head_blocks``),
   trained jointly with the base.
 
-Training replaces the trainer's MSE by the energy loss on ``samples`` draws per example;
+Training replaces the task's MSE by the energy loss on ``samples`` draws per example;
 evaluation predicts the ``point`` ("median" or "mean") of ``eval_samples`` draws, so the usual
 ``rmse``/``mae`` metrics apply, and (``metrics=True``) adds the CRPS (energy score for several
 outputs) and the coverage and mean width of the central ``level`` interval: ``val_crps``,
@@ -24,14 +25,14 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..engression import BaseFeatures, Engressor, energy_loss, resmlp
 from ..errors import ReglabError
-from ..regression_metrics import energy_score, sample_interval
+from ..metrics.regression import energy_loss, energy_score, sample_interval
+from ..models.engression import BaseFeatures, Engressor, resmlp
 from .base import Knobs, Technique
 
 if TYPE_CHECKING:
     from ..data import Data
-    from ..trainer import Run
+    from ..engine.run import Run
 
 
 def widen_first_linear(model: nn.Module, in_features: int, extra: int) -> nn.Module:
@@ -83,11 +84,9 @@ class Engression(Technique):
         head = resmlp((width,), data.num_outputs, hidden=k.head_hidden, blocks=k.head_blocks)
         return Engressor(head, k.noise_dim, encoder=encoder, **options)
 
-    def loss(self, run: Run, loss: Tensor, out: Tensor, y: Tensor, x: Tensor) -> Tensor:
-        from ..trainer import criterion
-
-        # swap the trainer's MSE for the energy loss, keeping whatever other techniques added to ``loss``
-        return loss - criterion(run, out, y) + energy_loss(out.float(), y)
+    def compute_loss(self, run: Run, out: Tensor, y: Tensor, x: Tensor) -> Tensor:
+        """The energy loss replaces the task's MSE (penalties of other techniques are added to it)."""
+        return energy_loss(out.float(), y)
 
     def batch_metrics(self, run: Run, out: Tensor, y: Tensor, x: Tensor) -> dict[str, Tensor]:
         if not self.knobs.metrics:

@@ -10,9 +10,9 @@ loss is the mean squared error over examples and heads,
 
 and the prediction is the mean of the heads. (In expectation over the draws
 ``L = MSE(heads, y) + mean se^2``: the noise does not move the optimum of each head, it acts as
-per-example label noise whose size follows the measurement's own uncertainty.) Claimed (SPEC 3):
-lower validation RMSE and a smaller spread between seeds than the single-head baseline. Source:
-the reglab specification (SPEC.md section 3); no published reference is claimed here.
+per-example label noise whose size follows the measurement's own uncertainty.) The claim under test:
+lower validation RMSE and a smaller spread between seeds than the single-head baseline. This is a
+reglab technique, not a published method; no published reference is claimed for it.
 
 Pieces: :class:`GaussianHeads` (the K-head layer: ``(B, K)`` in training, the mean ``(B, 1)`` in
 eval), :func:`add_heads` (the model transform), :func:`gmtr_targets` / :func:`gmtr_loss` (the
@@ -31,7 +31,7 @@ from .base import Knobs, Technique
 
 if TYPE_CHECKING:
     from ..data import Data
-    from ..trainer import Run
+    from ..engine.run import Run
 
 __all__ = ["GaussianHeads", "add_heads", "gmtr_targets", "gmtr_loss", "GMTR"]
 
@@ -133,7 +133,7 @@ class GMTR(Technique):
 
     name = "gmtr"
     kind = "regularizer"
-    source = "Gaussian multi-target regularization (reglab SPEC section 3)"
+    source = "reglab: Gaussian multi-target regularization (no published reference)"
 
     class Knobs(Knobs):
         heads: int = Field(32, ge=1, le=4096, description="number of output heads K")
@@ -149,10 +149,7 @@ class GMTR(Technique):
             )
         return add_heads(model, self.knobs.heads, data.num_outputs)
 
-    def loss(self, run: Run, loss: Tensor, out: Tensor, y: Tensor, x: Tensor) -> Tensor:
-        from ..trainer import criterion
-
+    def compute_loss(self, run: Run, out: Tensor, y: Tensor, x: Tensor) -> Tensor:
+        """The GMTR loss replaces the task's MSE (penalties of other techniques are added to it)."""
         se = run.data.train.extra["standard_error"][run.batch_rows] * self.knobs.se_scale  # (S, B[, D])
-        ours = gmtr_loss(out.float(), y, se, run.generators)
-        # swap the trainer's plain MSE for ours, keeping whatever other techniques added to ``loss``
-        return loss - criterion(run, out, y) + ours
+        return gmtr_loss(out.float(), y, se, run.generators)

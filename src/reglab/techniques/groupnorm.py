@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import ReglabError
-from ..surgery import insert_norm, out_features
+from ..models.surgery import insert_norm, out_features
 from .base import Knobs, Technique
 
 

@@ -22,4 +22,4 @@ class LabelSmoothing(Technique):
     def on_fit_start(self, run):  # noqa: ANN001, ANN201
         if run.data.task != "classification":
             raise ReglabError(f"technique label_smoothing: needs a classification task, not {run.data.task}")
-        run.loss_options["label_smoothing"] = self.knobs.eps
+        run.loss.label_smoothing = self.knobs.eps

@@ -3,7 +3,7 @@ and without BN as Bjorck et al. ("Understanding Batch Normalization", NeurIPS 20
 """
 from __future__ import annotations
 
-from ..surgery import remove_batchnorm
+from ..models.surgery import remove_batchnorm
 from .base import Technique
 
 

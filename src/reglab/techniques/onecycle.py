@@ -32,7 +32,7 @@ class OneCycle(Schedule):
 
     def make_scheduler(self, optimizer, run):  # noqa: ANN001, ANN201
         k = self.knobs
-        self.total = run.config.epochs * run.steps_per_epoch
+        self.total = run.total_batches
         max_lr = k.max_lr if k.max_lr is not None else optimizer.param_groups[0]["lr"]
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=max_lr, total_steps=self.total, pct_start=k.pct_start,

@@ -17,7 +17,7 @@ from .base import Knobs, Schedule
 class Plateau(Schedule):
     name = "plateau"
     source = "torch.optim.lr_scheduler.ReduceLROnPlateau"
-    group_ok = "the learning rate depends on each seed's own validation curve"
+    stack_blocker = "the learning rate depends on each seed's own validation curve"
 
     class Knobs(Knobs):
         factor: float = Field(0.1, gt=0, lt=1, description="multiply the LR by this on a plateau")

@@ -29,7 +29,7 @@ from .base import Knobs, Technique
 
 if TYPE_CHECKING:
     from ..data import Data
-    from ..trainer import Run
+    from ..engine.run import Run
 
 
 def augment_tokens(

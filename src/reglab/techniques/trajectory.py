@@ -1,5 +1,5 @@
 """Training trajectory: the L2 norm of all parameters and of all gradients at every iteration,
-per seed, saved with the run (``RunResult.trajectory``) and plotted by :mod:`reglab.plots`.
+per seed, saved with the run (``RunResult.trajectory``) and plotted by :mod:`reglab.analysis.plots`.
 
 Norms are accumulated on the device and copied to the host once per epoch. No knobs.
 """
@@ -19,7 +19,7 @@ class Trajectory(Technique):
     name = "trajectory"
     kind = "diagnostic"
     order = 90  # after max-norm and other in-place edits of the step
-    source = "reglab diagnostics (SPEC section 4)"
+    source = "reglab diagnostic: L2 norms of all parameters and gradients per step"
 
     def on_fit_start(self, run):  # noqa: ANN001, ANN201
         for key in ("param_norm", "grad_norm"):

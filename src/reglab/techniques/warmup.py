@@ -35,7 +35,7 @@ class Warmup(Technique):
         mode: Literal["linear", "constant"] = Field("linear", description="ramp or constant low factor")
         factor: float = Field(0.1, gt=0, le=1, description="starting (linear) or constant multiplier")
 
-    def after_backward(self, run):  # noqa: ANN001, ANN201
+    def before_step(self, run):  # noqa: ANN001, ANN201
         w = warmup_factor(run.step, self.knobs.epochs * run.steps_per_epoch, self.knobs.mode, self.knobs.factor)
         self._saved = [g["lr"] for g in run.optimizer.param_groups]
         for g in run.optimizer.param_groups:
