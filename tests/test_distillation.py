@@ -139,7 +139,7 @@ def test_seed_group_matches_single_seeds(teacher_ckpt: str) -> None:
     assert group[1].metrics["val_loss"] == pytest.approx(solo[0].metrics["val_loss"], rel=1e-4)
     assert group[0].metrics["val_loss"] != pytest.approx(group[1].metrics["val_loss"], rel=1e-4)
     decision = decide(config, [0, 1], load("digits"))
-    assert "vmap" not in decision.reason and decision.group_step > 0  # timed as a group, not a failure
+    assert decision.grouped and "vmap" not in decision.reason  # a trial stacked step ran, no failure
     plain = fit(small(), [1], progress=False)
     assert plain[0].history[0]["train_loss"] != pytest.approx(solo[0].history[0]["train_loss"], rel=1e-3)
 

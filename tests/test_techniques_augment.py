@@ -36,10 +36,10 @@ def config(techniques, **kw):
     return mlp_config(techniques, **{"batch_size": 16, **kw})
 
 
-def clones(run):
-    """Copies of every seed's generator, to repeat the technique's draws."""
+def clones(run, stream):
+    """Copies of every seed's generator of ``stream``, to repeat the technique's draws."""
     out = []
-    for g in run.generators:
+    for g in run.stream(stream):
         c = torch.Generator()
         c.set_state(g.get_state())
         out.append(c)
@@ -63,7 +63,7 @@ def test_crop_is_the_padded_image_cut_at_the_drawn_offset(mode, torch_mode):
     p = 3
     run = build_run(config([{"name": "crop", "padding": p, "mode": mode}]), [0, 1], data=DATA)
     x, y = batch(2, 12)
-    gens = clones(run)
+    gens = clones(run, "crop")
     out, y_out = technique(run, "crop").transform_batch(run, x, y)
     assert out.shape == x.shape and torch.equal(y_out, y)
     seen = set()
@@ -81,7 +81,7 @@ def test_crop_zero_padding_shifts_the_image_and_fills_zeros():
     p = 2
     run = build_run(config([{"name": "crop", "padding": p}]), [5], data=DATA)
     x = torch.rand(1, 40, 3, 8, 8) + 1  # strictly positive, so padding zeros are recognisable
-    gens = clones(run)
+    gens = clones(run, "crop")
     out, _ = technique(run, "crop").transform_batch(run, x, torch.zeros(1, 40, dtype=torch.long))
     offsets = torch.randint(2 * p + 1, (40, 2), generator=gens[0])
     for b in range(40):
@@ -99,7 +99,7 @@ def test_crop_of_one_dimensional_signals_is_a_random_shift():
     data = signal_data()
     run = build_run(config([{"name": "crop", "padding": p}]), [0], data=data)
     x = torch.randn(1, 9, 20)
-    gens = clones(run)
+    gens = clones(run, "crop")
     out, _ = technique(run, "crop").transform_batch(run, x, torch.zeros(1, 9, dtype=torch.long))
     offsets = torch.randint(2 * p + 1, (9, 1), generator=gens[0])
     for b in range(9):
@@ -111,7 +111,7 @@ def test_crop_of_one_dimensional_signals_is_a_random_shift():
 def test_flip_mirrors_exactly_the_drawn_examples():
     run = build_run(config([{"name": "flip", "p": 0.5}]), [0, 1], data=DATA)
     x, y = batch(2, 64)
-    gens = clones(run)
+    gens = clones(run, "flip")
     out, y_out = technique(run, "flip").transform_batch(run, x, y)
     assert torch.equal(y_out, y)
     flipped = 0
@@ -182,7 +182,7 @@ def test_affine_technique_draws_each_parameter_within_its_range():
     knobs = dict(degrees=20.0, translate=0.125, scale=(0.8, 1.2), shear=5.0)
     run = build_run(config([{"name": "affine", **knobs}]), [0, 1], data=DATA)
     x, y = batch(2, 32)
-    gens = clones(run)
+    gens = clones(run, "affine")
     out, y_out = technique(run, "affine").transform_batch(run, x, y)
     assert torch.equal(y_out, y) and out.shape == x.shape
     for s in range(2):
@@ -245,7 +245,7 @@ def test_color_jitter_technique_uses_the_drawn_factors():
     knobs = dict(brightness=0.3, contrast=0.2, saturation=0.4, hue=0.05)
     run = build_run(config([{"name": "color_jitter", **knobs}]), [0, 1], data=DATA)
     x, y = batch(2, 20)
-    gens = clones(run)
+    gens = clones(run, "color_jitter")
     out, _ = technique(run, "color_jitter").transform_batch(run, x, y)
     for s in range(2):
         u = torch.rand(20, 4, generator=gens[s]) * 2 - 1
@@ -262,7 +262,7 @@ def test_mixup_is_lam_x_plus_one_minus_lam_x_perm_with_convex_targets():
     alpha = 0.4
     run = build_run(config([{"name": "mixup", "alpha": alpha}]), [0, 1], data=DATA)
     x, y = batch(2, 16)
-    gens = clones(run)
+    gens = clones(run, "mixup")
     xm, ym = technique(run, "mixup").transform_batch(run, x, y)
     assert ym.shape == (2, 16, 4) and ym.dtype == torch.float32
     assert torch.all(ym >= 0) and torch.allclose(ym.sum(-1), torch.ones(2, 16))
@@ -294,7 +294,7 @@ def test_mixup_of_multilabel_targets_mixes_the_rows():
     run.data = Data("ml", "multilabel", DATA.train, DATA.val, DATA.test, DATA.input_shape, ["a", "b", "c"], kind="image")
     x = torch.rand(1, 8, 3, 8, 8)
     y = (torch.rand(1, 8, 3) > 0.5).float()
-    gens = clones(run)
+    gens = clones(run, "mixup")
     _, ym = technique(run, "mixup").transform_batch(run, x, y)
     lam = beta_sample(gens[0], 1.0)
     perm = torch.randperm(8, generator=gens[0])
@@ -315,7 +315,7 @@ def test_cut_box_area_is_about_one_minus_lam_and_clipped_at_the_border():
 def test_cutmix_pastes_the_drawn_box_and_weights_the_labels_by_its_area():
     run = build_run(config([{"name": "cutmix", "alpha": 1.0}]), [0, 1, 2], data=DATA)
     x, y = batch(3, 16)
-    gens = clones(run)
+    gens = clones(run, "cutmix")
     xm, ym = technique(run, "cutmix").transform_batch(run, x, y)
     assert torch.allclose(ym.sum(-1), torch.ones(3, 16))
     for s in range(3):
@@ -418,7 +418,7 @@ def test_training_batches_are_augmented():
     seen = []
     run = build_run(config([{"name": "crop"}, {"name": "flip"}]), [0], data=DATA)
     run.model.register_forward_pre_hook(lambda module, args: seen.append(args[0][0].clone()))
-    order = torch.randperm(len(DATA.train), generator=clones(run)[0])
+    order = torch.randperm(len(DATA.train), generator=clones(run, "order")[0])
     train_epoch(run)
     raw = DATA.normalize(DATA.to_input(DATA.train.x[order[:16]]))
     assert seen[0].shape == raw.shape and not torch.equal(seen[0], raw)

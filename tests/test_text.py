@@ -324,7 +324,8 @@ def test_text_augment_technique_uses_each_seeds_generator():
     x = _ids(64, 20, [20] * 64, vocab=30)
     xs = torch.stack([x, x])
     data = SimpleNamespace(info={"vocab_size": 30}, kind="text", name="toy")
-    run = SimpleNamespace(data=data, generators=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+    gens = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    run = SimpleNamespace(data=data, stream=lambda name: gens)
     y = torch.zeros(2, 64, 3)
     out, y_out = tech.transform_batch(run, xs, y)
     assert y_out is y and out.shape == xs.shape
@@ -371,7 +372,7 @@ def test_train_subset_and_study_class_report_reproduce_the_stored_metrics(tmp_pa
     for seed, path in best["checkpoints"].items():
         probs, seeds, data = checkpoint_probabilities(path, data=d)
         s = seeds.index(seed)
-        stored = next(r for r in Store(tmp_path / "study" / "results.sqlite").runs("tiny")
+        stored = next(r for r in Store(tmp_path / "study" / "results.sqlite").runs()
                       if r.config_key == best["key"] and r.seed == seed).metrics
         got = f1_scores(torch.logit(probs["test"][s].double()), data.test.y)
         assert abs(got["micro_f1"].item() - stored["test_f1_micro"]) < 1e-4

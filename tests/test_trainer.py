@@ -47,6 +47,47 @@ def test_same_seed_same_run_different_seed_different_run():
     assert timeless(c.history) != timeless(a.history)
 
 
+def test_metrics_are_those_of_the_best_validation_epoch_and_the_last_epoch_is_kept_beside():
+    """A run that overfits (60% random training labels) peaks on validation before its last epoch:
+    its reported validation and test metrics are those of the peak epoch's weights, which the result's
+    model holds; the last epoch's are reported as last_*."""
+    data = image_data(n_train=96, n_val=64, n_test=64, noise=0.6)
+    cfg = RunConfig(model="mlp", model_options={"hidden": [64]}, epochs=25, batch_size=16, device="cpu",
+                    techniques=[{"name": "adam", "lr": 1e-2}])
+    [result] = fit(cfg, data=data, progress=False)
+    h, m = result.history, result.metrics
+    best = max(range(len(h)), key=lambda e: (h[e]["val_accuracy"], -e)) + 1  # the first epoch at the peak
+    assert best < len(h), "the validation accuracy must peak before the last epoch for this test"
+    assert m["best_epoch"] == best and m["val_accuracy"] == pytest.approx(h[best - 1]["val_accuracy"], abs=1e-6)
+    assert m["val_accuracy"] == m["best_val_accuracy"]
+    assert m["last_val_accuracy"] == pytest.approx(h[-1]["val_accuracy"], abs=1e-6) and m["last_val_accuracy"] < m["val_accuracy"]
+    with torch.no_grad():  # the test metric is that of the model the result holds: the best epoch's
+        logits = result.model.eval()(data.batch(data.test, torch.arange(len(data.test))))
+    assert m["test_accuracy"] == pytest.approx((logits.argmax(-1) == data.test.y).float().mean().item(), abs=1e-6)
+
+
+def test_a_non_finite_training_loss_stops_the_seed_and_marks_it_diverged():
+    cfg = config(techniques=[{"name": "sgd", "lr": 1e12, "momentum": 0.0}], epochs=5)
+    with pytest.warns(UserWarning, match="diverged"):
+        results = fit(cfg, [0, 1], progress=False)
+    for r in results:
+        assert r.metrics["diverged"] == 1 and len(r.history) < 5
+        assert not math.isfinite(r.history[-1]["train_loss"])
+    ok = fit(config(), progress=False)[0]
+    assert ok.metrics["diverged"] == 0
+
+
+def test_two_techniques_of_one_exclusive_kind_are_an_error_naming_both():
+    from reglab.errors import ReglabError
+
+    for pair, words in [(("sgd", "adam"), "both optimizers"), (("cosine", "onecycle"), "both schedules"),
+                        (("batchnorm", "layernorm"), "both normalizations"), (("dropout", "dropout"), "the same technique twice")]:
+        cfg = config(techniques=[{"name": n} for n in pair])
+        with pytest.raises(ReglabError, match=f"'{pair[0]}' and '{pair[1]}': {words}"):
+            fit(cfg, progress=False)
+    fit(config(techniques=[{"name": "cosine"}, {"name": "warmup", "epochs": 1}], epochs=2), progress=False)  # a modifier
+
+
 class Interrupt(Exception):
     pass
 

@@ -2,12 +2,15 @@
 
 A :class:`RunConfig` is plain data (it round-trips through JSON, TOML and YAML). Techniques are a list
 of ``{"name": ..., knob: value}`` tables, resolved into technique objects by
-:func:`reglab.techniques.resolve_techniques`. This module also reads config files and parses the
-command line's ``key=value`` and ``name:knob=value`` forms.
+:func:`reglab.techniques.resolve_techniques`. This module also reads config files, writes strict JSON
+(:func:`dumps`: ``null`` for NaN and infinities, which strict parsers reject as bare ``NaN``) and
+parses the command line's ``key=value`` and ``name:knob=value`` forms.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -37,12 +40,34 @@ class RunConfig(BaseModel):
     eval_batch_size: int = Field(1024, ge=1, description="evaluation batch size")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of train carved out for validation")
     split_seed: int = Field(0, description="seed of the train/validation split (fixed across run seeds)")
+    vary_split: bool = Field(False, description="draw the train/validation split from the run seed instead (each seed its own split, still paired across configurations; seeds then train one by one)")
     seed: int = Field(0, description="run seed: initialization, data order, augmentation, dropout")
     metric: str | None = Field(None, description="validation metric that selects the best epoch")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="bf16 autocast: auto (on CUDA), bf16 (also on the CPU; fast where it has native bf16), off")
     compile: bool = Field(False, description="torch.compile the model (one-seed runs; pays off on CUDA)")
     channels_last: Literal["auto", "off", "on"] = Field("auto", description="channels_last for convnets on CUDA")
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON values: dataclasses (their ``to_json()`` when they have one), tuples,
+    numpy arrays and scalars converted, non-finite floats as ``None``."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return obj.to_json() if hasattr(obj, "to_json") else jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON of ``obj`` (see :func:`jsonable`): no bare NaN or Infinity."""
+    return json.dumps(jsonable(obj), allow_nan=False, **kwargs)
 
 
 def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:

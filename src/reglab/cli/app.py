@@ -5,7 +5,6 @@ Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,12 +13,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..analysis import plots
-from ..config import load_file, parse_assignment, parse_config, parse_technique
+from ..config import dumps, load_file, parse_assignment, parse_config, parse_technique
 from ..engine.loop import fit
 from ..errors import ReglabError, unknown
+from ..metrics import on_split
 from ..repro import REPROS
 from ..study.builtin import resolve
 from ..study.class_report import study_class_report
+from ..study.plan import plan
 from ..study.report import render
 from ..study.runner import run_study
 from ..study.spec import parse_spec
@@ -101,26 +102,26 @@ def train(
 
     result = fit(cfg, run_dir=run_dir, resume=resume, progress=progress)[0]
     write_run(run_dir, result)
-    m = result.metrics
-    summary = {k: m[k] for k in ("test_accuracy", "val_accuracy", "test_loss", "val_loss", "test_rmse", "val_rmse",
-                                 "test_f1_micro", "val_f1_micro") if k in m}
-    summary.update(epochs=m["epochs"], best_epoch=m["best_epoch"], seconds=round(m["seconds"], 3), run_dir=str(run_dir))
-    typer.echo(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()),
+    m, metric = result.metrics, result.config["metric"]
+    test = on_split(metric, "test")
+    typer.echo(f"best epoch {m['best_epoch']} of {m['epochs']} on {metric}: {metric}={m[metric]:.4f}, {test}={m[test]:.4f} "
+               f"(last epoch: {metric}={m['last_' + metric]:.4f}, {test}={m['last_' + test]:.4f}); "
+               f"{m['seconds']:.1f} s; {run_dir}" + (" -- DIVERGED (non-finite training loss)" if m["diverged"] else ""),
                err=as_json)
     if as_json:
-        typer.echo(json.dumps({**m, "run_dir": str(run_dir)}))
+        typer.echo(dumps({**m, "run_dir": str(run_dir)}))
 
 
 def write_run(run_dir: Path, result: Any) -> None:
     """config.json, metrics.csv (per epoch), metrics.json (final) and PNG plots of one run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(result.config, indent=2))
+    (run_dir / "config.json").write_text(dumps(result.config, indent=2))
     keys = list(dict.fromkeys(k for r in result.history for k in r))
     with open(run_dir / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, keys)
         writer.writeheader()
         writer.writerows(result.history)
-    (run_dir / "metrics.json").write_text(json.dumps({"seed": result.seed, **result.metrics}, indent=2))
+    (run_dir / "metrics.json").write_text(dumps({"seed": result.seed, **result.metrics}, indent=2))
     metric = result.config["metric"]
     plots.learning_curves({"run": [result.history]}, metric, run_dir / "learning_curves.png")
     if result.trajectory:
@@ -148,9 +149,10 @@ def study(
     executor: Annotated[str, typer.Option(help="sequential (default), processes, or ray (pip install 'reglab[ray]')")] = "sequential",
     workers: Annotated[Optional[int], typer.Option(help="worker processes (executor processes) [default: one per GPU, else 2]")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address for ray.init [default: a local Ray]")] = None,
-    seeds: Annotated[Optional[int], typer.Option(help="override the study's number of seeds")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="override the study's seeds with 0..N-1 (in an existing folder: trains only the new seeds)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:N, mps")] = None,
-    grouping: Annotated[str, typer.Option(help="seeds of a configuration: auto (measure), group (stacked), single")] = "auto",
+    grouping: Annotated[str, typer.Option(help="seeds of a configuration: auto (stacked unless a technique or the model prevents it), group (stacked), single (one by one)")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads per run, the same for every executor (numbers depend on it) [default: torch's default here]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report table as one JSON line (last line of stdout)")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -165,9 +167,12 @@ def study(
     spec = parse_spec(raw, str(path))
     out = out or Path("reglab-runs") / spec.name
     summary = run_study(spec, out, executor=executor, workers=workers, ray_address=ray_address, device=device,
-                        grouping=grouping, progress=progress)
+                        grouping=grouping, threads=threads, progress=progress)
+    labels = {p.key: p.label for p in plan(spec)}
     for key, (grouped, why) in summary["decisions"].items():
-        typer.echo(f"seeds of {key}: {'trained as one group' if grouped else 'trained one by one'} ({why})", err=True)
+        typer.echo(f"seeds of {labels.get(key, key)} ({key}): {'stacked' if grouped else 'one by one'} ({why})", err=True)
+    typer.echo(f"runs: {summary['planned']} planned, {summary['reused']} found finished in {out}, "
+               f"{summary['trained']} trained", err=True)
     _report(spec, out, as_json)
     if summary["errors"]:
         for line in summary["errors"]:
@@ -186,13 +191,10 @@ def report(
         folder = Path("reglab-runs") / folder
     if not (folder / "results.sqlite").exists():
         raise ReglabError(f"{folder}: no results.sqlite (run `reglab study` with --out {folder} first)")
-    store = Store(folder / "results.sqlite")
-    names = store.studies()
-    if not names:
+    raw = Store(folder / "results.sqlite").definition()
+    if raw is None:
         raise ReglabError(f"{folder}/results.sqlite holds no study")
-    for name in names:
-        spec = parse_spec(store.study_spec(name), name)
-        _report(spec, folder, as_json)
+    _report(parse_spec(raw, str(folder / "results.sqlite")), folder, as_json)
     if per_class:
         path = study_class_report(folder)
         typer.echo(path.read_text(), err=as_json)
@@ -204,7 +206,7 @@ def _report(spec: Any, out: Path, as_json: bool) -> None:
     typer.echo((out / "report" / "report.md").read_text().split("## Plots")[0].rstrip(), err=as_json)
     typer.echo(f"\nreport: {out / 'report' / 'report.html'}", err=as_json)
     if as_json:
-        typer.echo(json.dumps(table, default=float))
+        typer.echo(dumps(table))
 
 
 @app.command()

@@ -48,7 +48,7 @@ HOOKS: dict[str, str] = {
     "after_step": "after each batch's optimizer step(s)",
     "batch_metrics": "each evaluation batch: (run, out, y, x) -> {name: per-seed sum over the batch (S,)}",
     "on_epoch_end": "after the epoch's validation record is appended (run.history[s][-1])",
-    "on_fit_end": "once, after the last epoch (before the final evaluation)",
+    "on_fit_end": "once, after the last epoch, with each seed's best-epoch weights loaded (before the final evaluation)",
 }
 
 
@@ -126,7 +126,8 @@ class Callback:
         """After evaluation; ``run.history[s][-1]`` holds seed ``s``'s record of this epoch."""
 
     def on_fit_end(self, run: Run) -> None:
-        """Once, after the last epoch, before the final evaluation."""
+        """Once, after the last epoch, with each seed's best-epoch weights loaded, before the final
+        evaluation."""
 
 
 def overrides(participant: Callback, hook: str) -> bool:

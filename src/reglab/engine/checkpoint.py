@@ -4,7 +4,7 @@
 never leaves a half-written checkpoint. ``load`` uses ``torch.load(weights_only=True)``: only tensors
 and plain Python containers/numbers/strings are accepted, never pickled code.
 :func:`save_checkpoint` / :func:`load_checkpoint` hold everything a resumed run needs (model,
-optimizer, epoch and step, every generator, history, best states, and each technique's and
+optimizer, epoch and step, every random stream, history, best states, and each technique's and
 callback's state under its ``state_key``), so it ends exactly like an uninterrupted one.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .run import Run
 
 #: bump when the checkpoint layout changes; older files are refused with a one-line error
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
@@ -65,11 +65,13 @@ def save_checkpoint(run: Run, path: Path) -> None:
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict() if run.optimizer else None,
         "states": dict(zip(state_keys(run.participants), (p.state_dict() for p in run.participants))),
-        "generators": [g.get_state() for g in run.generators],
+        "streams": {name: [g.get_state() for g in gens] for name, gens in run.streams.items()},
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else [],
         "history": run.history,
         "stopped": run.stopped,
+        "diverged": run.diverged,
+        "stop_state": run.stop_state,
         "best_value": run.best_value,
         "best_epoch": run.best_epoch,
         "best_state": run.best_state,
@@ -94,12 +96,12 @@ def load_checkpoint(run: Run, path: Path) -> None:
     for key, p in zip(state_keys(run.participants), run.participants):
         if key in states:
             p.load_state_dict(states[key])
-    for g, g_state in zip(run.generators, state["generators"]):
-        g.set_state(g_state.cpu())
+    run.streams = {name: [torch.Generator().set_state(g.cpu()) for g in states] for name, states in state["streams"].items()}
     torch.set_rng_state(state["torch_rng"].cpu())
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    run.history, run.stopped = state["history"], state["stopped"]
+    run.history, run.stopped, run.diverged = state["history"], state["stopped"], state["diverged"]
+    run.stop_state = state["stop_state"]
     run.best_value, run.best_epoch = state["best_value"], state["best_epoch"]
     run.best_state = state["best_state"]
     run.trajectory = state["trajectory"]

@@ -1,115 +1,84 @@
-"""Train several seeds of one configuration: all at once when it pays, one by one otherwise.
+"""Train several seeds of one configuration: all at once when they can, one by one otherwise.
 
 Training S seeds in one process with stacked parameters (:class:`reglab.engine.stacked.Stacked`) turns
-S small matrix products into one batched product. It pays for small models, whose steps are bound by
-per-operation overhead, and on GPUs; on a CPU a large model is bound by arithmetic and the batched
-product can be slower than S separate ones. :func:`fit_seeds` therefore
+S small matrix products into one batched product. A seed's numbers differ at float level between the
+two paths (a batched product is not bit-identical to S separate ones, and the difference grows over
+training into seed-sized differences of the final metrics), so the choice must never depend on the
+machine's load: :func:`decide` is a deterministic rule, and a study records it per configuration.
+Within the stacked path a seed's numbers do not depend on the other seeds of its group (a seed gives
+the same numbers stacked with 2 or with 4 others), so a study that grows by seeds reuses its runs.
 
-1. trains one by one when a technique cannot train stacked seeds (it says why, e.g. ``plateau``: one
-   learning rate per optimizer) or the model fails under ``torch.func.vmap``;
-2. otherwise times a few real training steps both ways on the actual device and picks the faster
-   (grouped only when it is at least ``margin`` faster than S single steps). Steps are timed in
-   alternating blocks of wall-clock time (batch gathering included, blocks of several steps when a
-   step takes under ~10 ms), medians over blocks. Wall-clock is what a user waits for; process CPU
-   time, tried first, misjudged multi-threaded steps (it bills OpenMP threads' spin-waits to whichever
-   step is running and so picked one-by-one for 8 MNIST-1D MLPs that train 2x faster stacked). On a
-   machine shared with other jobs the timings, and so the choice, are as noisy as the machine.
-
-Either way each seed gets the same initialization, data order and augmentation draws.
+The rule (:func:`decide`): one by one when a technique cannot train stacked seeds (it says why, e.g.
+deep supervision's per-seed halting) or the model fails under ``torch.func.vmap`` (a trial step
+tells); one by one on the CPU under bf16 autocast for models above :data:`BF16_CPU_STACK_MAX_PARAMS`
+parameters (stacked bf16 products measured 1.33x slower than sequential for 8 CIFAR-10 MLPs of 3.8 M
+parameters on an AVX512-BF16 EPYC; benchmarks/speed_results.md); stacked otherwise (float32 stacking
+measured 0.35-0.85x the sequential time on the benchmark's cases).
 """
 from __future__ import annotations
 
-import math
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..config import RunConfig
-from ..data import Data, load
+from ..data import Data
 from ..techniques import resolve_techniques, stack_blockers
-from .loop import fit
-from .run import RunResult, build_run
+from .loop import fit, next_rows
+from .run import RunResult, build_run, load_data
 from .step import default_step
+
+#: on the CPU under bf16 autocast, models with more parameters train their seeds one by one
+BF16_CPU_STACK_MAX_PARAMS = 1_000_000
 
 
 @dataclass
 class Decision:
     grouped: bool
     reason: str
-    group_step: float | None = None  # seconds per step, S seeds stacked
-    single_step: float | None = None  # seconds per step, one seed
 
 
 def blockers(config: RunConfig) -> list[str]:
-    """Why the techniques of ``config`` cannot train stacked seeds (empty when they can)."""
-    return stack_blockers(resolve_techniques(config.techniques))
+    """Why ``config`` cannot train stacked seeds: its techniques, or a split per seed (empty when it can)."""
+    split = ["vary_split: each seed has its own train/validation split"] if config.vary_split else []
+    return stack_blockers(resolve_techniques(config.techniques)) + split
 
 
-def _clock(device: torch.device) -> float:
-    """Wall-clock seconds, after synchronizing CUDA."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def _stepper(config: RunConfig, seeds: list[int], data: Data) -> Callable[[int, int], float]:
-    """A function ``step(i, k)`` that runs training steps ``i .. i+k-1`` of a fresh run of ``seeds``
-    (batch gathering included) and returns their seconds."""
-    run = build_run(config, seeds, data)
-    run.model.train()
-    n, batch = len(data.train), config.batch_size
-    order = torch.stack([torch.randperm(n, generator=g) for g in run.generators]).to(run.device)
-
-    def step(i: int, k: int = 1) -> float:
-        t0 = _clock(run.device)
-        for j in range(i, i + k):
-            rows = order[:, (j * batch) % max(1, n - batch):][:, :batch]
-            x = data.batch(data.train, rows)
-            run.batch_rows = rows
-            default_step(run, x, data.train.y[rows])
-        return _clock(run.device) - t0
-
-    return step
-
-
-BLOCK_SECONDS = 0.01  # shorter steps are timed in blocks of about this length
-
-
-def _per_block(step_seconds: float) -> int:
-    """Steps per timed block for a step of ``step_seconds`` (1 to 50)."""
-    return max(1, min(50, math.ceil(BLOCK_SECONDS / max(step_seconds, 1e-6))))
-
-
-def decide(config: RunConfig, seeds: list[int], data: Data, steps: int = 7, margin: float = 0.9) -> Decision:
-    """Group or not, and why (see the module docstring). The two paths are timed in alternating
-    blocks (``steps`` blocks each, after warm-up), so that a machine whose load changes meanwhile
-    affects both alike; per-step medians."""
+def decide(config: RunConfig, seeds: list[int], data: Data) -> Decision:
+    """Stack the seeds or train them one by one, and why (the rule in the module docstring). It reads
+    no clock: the same configuration gets the same decision on every run of the same machine setup."""
     if len(seeds) == 1:
         return Decision(False, "one seed")
     if reasons := blockers(config):
         return Decision(False, "; ".join(reasons))
-    try:
-        group_step = _stepper(config, seeds, data)
-        group_step(0)
+    try:  # one real training step of two stacked seeds
+        run = build_run(config, seeds[:2], data)
+        run.model.train()
+        rows = next_rows(run)
+        default_step(run, run.data.batch(run.data.train, rows), run.data.train.y[rows])
     except Exception as err:  # noqa: BLE001 - any model that vmap cannot run falls back
         return Decision(False, f"the model does not run under torch.func.vmap ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
-    single_step = _stepper(config, seeds[:1], data)
-    single_step(0)
-    k_group, k_single = _per_block(group_step(1)), _per_block(single_step(1))
-    times = []
-    for b in range(steps):
-        i = 2 + b * max(k_group, k_single)
-        times.append((group_step(i, k_group) / k_group, single_step(i, k_single) / k_single))
-    group = statistics.median(g for g, _ in times)
-    single = statistics.median(s for _, s in times)
-    grouped = group <= margin * len(seeds) * single
-    ratio = group / (len(seeds) * single)
-    reason = f"{len(seeds)} seeds stacked take {ratio:.2f}x the time of {len(seeds)} single steps"
-    return Decision(grouped, reason, group, single)
+    params = sum(p.numel() for p in run.model.parameters()) // 2
+    if run.device.type == "cpu" and config.amp == "bf16" and params > BF16_CPU_STACK_MAX_PARAMS:
+        return Decision(False, f"bf16 on the CPU with {params:,} parameters per model (stacked bf16 products are "
+                               f"slower there above {BF16_CPU_STACK_MAX_PARAMS:,})")
+    return Decision(True, f"{len(seeds)} seeds stacked ({params:,} parameters per model)")
+
+
+def _group_name(seeds: list[int]) -> str:
+    return "seeds-" + "-".join(map(str, seeds))
+
+
+def _stored_group(run_dir: Path | None, seeds: list[int]) -> list[int] | None:
+    """The seeds of a stacked group checkpointed in ``run_dir`` that includes every seed of ``seeds``
+    (a study killed between a group's per-seed results, or resumed mid-group), or None."""
+    if run_dir is None or not run_dir.is_dir():
+        return None
+    for folder in sorted(run_dir.glob("seeds-*")):
+        group = [int(s) for s in folder.name.removeprefix("seeds-").split("-") if s.isdigit()]
+        if (folder / "last.pt").exists() and len(group) > 1 and set(seeds) <= set(group):
+            return group
+    return None
 
 
 def fit_seeds(
@@ -131,14 +100,19 @@ def fit_seeds(
     allow it) or ``single`` (one seed at a time). Results are returned in the order of ``seeds``;
     ``on_result`` is called as each seed (or group) finishes.
     """
-    if data is None:
-        data = load(config.dataset, val_fraction=config.val_fraction, split_seed=config.split_seed,
-                    **config.dataset_options)
+    if data is None and not config.vary_split:  # loaded once for every seed
+        data = load_data(config)
     run_dir = Path(run_dir) if run_dir is not None else None
-    group_dir = run_dir / ("seeds-" + "-".join(map(str, seeds))) if run_dir is not None else None
-    if group_dir is not None and (group_dir / "last.pt").exists():
-        decision = Decision(True, "resuming a grouped run")
-    elif grouping == "single" or len(seeds) == 1:
+    group = _stored_group(run_dir, seeds)
+    if group is not None:  # a group of these seeds (and maybe others) already started: continue it
+        results = fit(config, group, data=data, run_dir=run_dir / _group_name(group), resume=True, callbacks=callbacks,
+                      progress=progress, keep_models=keep_models)
+        for r in (r for r in results if r.seed in seeds):
+            if on_result is not None:
+                on_result(r)
+        return [r for r in results if r.seed in seeds]
+    group_dir = run_dir / _group_name(seeds) if run_dir is not None else None
+    if grouping == "single" or len(seeds) == 1:
         decision = Decision(False, "one seed" if len(seeds) == 1 else "grouping disabled")
     elif grouping == "group":
         reasons = blockers(config)

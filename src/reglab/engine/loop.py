@@ -5,12 +5,20 @@ Read it top to bottom: build the run (:mod:`.run`); then per epoch shuffle, tran
 (:mod:`.step`), evaluate, checkpoint (:mod:`.checkpoint`). Techniques and callbacks act only through
 the hooks of :class:`reglab.engine.callbacks.Callback`. Everything random is checkpointed, so a
 resumed run ends exactly like an uninterrupted one.
+
+Selection: after every epoch each seed's validation ``metric`` is compared with its best so far; the
+best epoch's weights are kept (``run.best_state``). The metrics a result reports (``train_*``,
+``val_*``, ``test_*``) are those of the best epoch's weights, and ``result.model`` holds them; the
+last epoch's validation and test metrics are kept beside them as ``last_val_*`` and ``last_test_*``.
+The test split is evaluated only at the end, never to choose anything. A seed whose training loss is
+not finite stops there and is marked diverged (``diverged`` = 1 in its metrics).
 """
 from __future__ import annotations
 
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +39,9 @@ def next_rows(run: Run) -> Tensor:
     permutation per seed, a fresh permutation when the current pass has no full batch left."""
     batch = run.config.batch_size
     if run.order is None or run.cursor + batch > run.steps_per_epoch * batch:
-        run.order_state = [g.get_state() for g in run.generators]
-        run.order = _permutations(run, run.generators)
+        order = run.stream("order")
+        run.order_state = [g.get_state() for g in order]
+        run.order = _permutations(run, order)
         run.cursor = 0
     rows = run.order[:, run.cursor : run.cursor + batch]
     run.cursor += batch
@@ -153,7 +162,8 @@ def evaluate(run: Run, split: Split, prefix: str) -> list[dict[str, float]]:
 
 
 def end_of_epoch(run: Run, train_records: list[dict[str, float]], seconds: float) -> None:
-    """Evaluate on validation, append each active seed's record, track each seed's best state."""
+    """Evaluate on validation, append each active seed's record, track each seed's best state; a
+    seed whose training loss is not finite is stopped and marked diverged."""
     val = evaluate(run, run.data.val, "val")
     improved = []
     for s in range(run.size):
@@ -163,6 +173,11 @@ def end_of_epoch(run: Run, train_records: list[dict[str, float]], seconds: float
         run.history[s].append(record)
         if run.metric not in record:
             raise ReglabError(f"metric '{run.metric}' is not recorded (recorded: {', '.join(record)})")
+        if not math.isfinite(record["train_loss"]):
+            run.stopped[s] = run.diverged[s] = True
+            warnings.warn(f"seed {run.seeds[s]} diverged at epoch {run.epoch} (training loss {record['train_loss']}); "
+                          "it is stopped and marked diverged", stacklevel=2)
+            continue
         value = record[run.metric]
         better = value > run.best_value[s] if run.maximize else value < run.best_value[s]
         if better or run.best_epoch[s] == 0:
@@ -209,9 +224,11 @@ def fit(
             hook(run)
         train_records = train_epoch(run, bar)
         run.epoch += 1
+        active = [s for s in range(run.size) if not run.stopped[s]]
         end_of_epoch(run, train_records, time.perf_counter() - t0)
         for hook in run.hooks["on_epoch_end"]:
             hook(run)
+        _keep_stopped(run, [s for s in active if run.stopped[s]])
         run.elapsed = time.perf_counter() - started
         if run_dir is not None:
             save_checkpoint(run, run_dir / "last.pt")
@@ -221,20 +238,39 @@ def fit(
             bar.set_postfix_str(_summary(run))
     if bar is not None:
         bar.close()
+    last = _last_metrics(run)
+    run.model.restore(run.best_state)
     for hook in run.hooks["on_fit_end"]:
         hook(run)
-    return _results(run, run_dir, time.perf_counter() - started, keep_models)
+    return _results(run, run_dir, time.perf_counter() - started, last, keep_models)
 
 
-def _results(run: Run, run_dir: Path | None, seconds: float, keep_models: bool) -> list[RunResult]:
+def _keep_stopped(run: Run, newly: list[int]) -> None:
+    """Keep the weights of seeds that stopped this epoch: in a group the other seeds train on, and
+    the stopped ones' last weights are those of their stop."""
+    if newly and run.size > 1:
+        if run.stop_state is None:
+            run.stop_state = run.model.snapshot()
+        run.model.copy_members(run.stop_state, run.model.live(), newly)
+
+
+def _last_metrics(run: Run) -> list[list[dict[str, float]]]:
+    """Validation and test metrics of each seed's last weights (a stopped seed's at its stop)."""
+    if run.stop_state is not None:
+        run.model.restore(run.stop_state, [s for s in range(run.size) if run.stopped[s]])
+    return [evaluate(run, split, f"last_{name}") for name, split in (("val", run.data.val), ("test", run.data.test))]
+
+
+def _results(run: Run, run_dir: Path | None, seconds: float, last: list, keep_models: bool) -> list[RunResult]:
+    """Each seed's metrics from its best epoch's weights (loaded), beside its ``last`` metrics."""
     splits = (("train", run.data.train), ("val", run.data.val), ("test", run.data.test))
     finals = [evaluate(run, split, name) for name, split in splits if name != "train" or run.config.eval_train]
     results = []
     for s, seed in enumerate(run.seeds):
-        metrics = {k: v for final in finals for k, v in final[s].items()}
+        metrics = {k: v for final in [*finals, *last] for k, v in final[s].items()}
         metrics.update(
             epochs=len(run.history[s]), best_epoch=run.best_epoch[s], seconds=seconds / run.size,
-            group_seconds=seconds, group_size=run.size,
+            group_seconds=seconds, group_size=run.size, diverged=int(run.diverged[s]),
         )
         metrics[f"best_{run.metric}"] = run.best_value[s]
         trajectory = {name: per_seed[s] for name, per_seed in run.trajectory.items()}

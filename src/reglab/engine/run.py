@@ -1,11 +1,16 @@
 """A training run's state and how it is built: data on the device, S seeds of the model stacked,
 the techniques resolved and hooked in, the optimizer and schedule made.
 
-Seeds: a seed fixes the model initialization (``torch.manual_seed(seed)`` before building), the data
-order and the augmentation draws (``run.generators[s]``); the train/validation split is fixed by
-``config.split_seed``. Per-seed generators live on the CPU, so a seed draws the same data order and
-augmentation on every device, and a seed trained in a group follows the same initialization, data
-order, augmentation and dropout masks (the ``dropout`` technique's counter-based masks) as alone.
+Seeds: a seed fixes the model initialization (``torch.manual_seed(seed)`` before building) and every
+random stream of the run: ``run.stream(purpose)`` is one CPU generator per seed, seeded from (seed,
+purpose) (:func:`reglab.models.seeded.purpose_seed`): ``"order"`` for the data order, a technique's
+name for its own draws (crop offsets, mixup's lambda, ...). Streams are independent, so adding or
+removing a technique never changes the data order or another technique's draws; they live on the
+CPU, so a seed draws the same on every device; a seed trained in a group follows the same
+initialization, data order, augmentation, dropout masks and noise (counter-based inside the model,
+:mod:`reglab.models.seeded`) as alone. The train/validation split is fixed by ``config.split_seed``,
+or, with ``config.vary_split``, drawn per seed (:func:`split_seed`), which Bouthillier et al. 2021
+("Accounting for Variance in Machine Learning Benchmarks") recommend randomizing too.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from ..config import RunConfig
 from ..data import Data, load
 from ..errors import ReglabError
 from ..metrics import default_metric, metric_maximized
+from ..models.seeded import purpose_seed
 from ..techniques import Technique, build_member, resolve_techniques, stack_blockers
 from .callbacks import Callback, hook_table
 from .stacked import Stacked
@@ -52,7 +58,6 @@ class Run:
     callbacks: list[Callback]
     hooks: dict[str, list[Any]]  # hook name -> bound methods of techniques and callbacks, in order
     device: torch.device
-    generators: list[torch.Generator]  # one CPU generator per seed; draw on the CPU, then move
     metric: str
     maximize: bool
     steps_per_epoch: int
@@ -60,9 +65,12 @@ class Run:
     epoch: int = 0  # epochs completed (passes, or eval_every periods)
     step: int = 0  # optimizer steps taken
     batches: int = 0  # training batches taken
+    streams: dict[str, list[torch.Generator]] = field(default_factory=dict)  # purpose -> one generator per seed
     order: Tensor | None = None  # (S, N) the current pass's permutation of the training split
-    order_state: list[Tensor] | None = None  # the generators' states it was drawn from (checkpointed)
+    order_state: list[Tensor] | None = None  # the "order" stream's states it was drawn from (checkpointed)
     cursor: int = 0  # rows of ``order`` consumed
+    diverged: list[bool] = field(default_factory=list)  # seeds stopped by a non-finite training loss
+    stop_state: dict[str, Tensor] | None = None  # weights of seeds at the epoch they stopped (groups)
     history: list[list[dict[str, float]]] = field(default_factory=list)
     stopped: list[bool] = field(default_factory=list)
     best_value: list[float] = field(default_factory=list)
@@ -97,6 +105,18 @@ class Run:
         """Seed ``s``'s record of the latest epoch it trained."""
         return self.history[s][-1]
 
+    def stream(self, purpose: str) -> list[torch.Generator]:
+        """The random stream ``purpose``: one CPU generator per seed, seeded from (seed, purpose) when
+        first used. Draw on the CPU, then move the (small) tensor to ``run.device``."""
+        if purpose not in self.streams:
+            self.streams[purpose] = [torch.Generator().manual_seed(purpose_seed(s, purpose)) for s in self.seeds]
+        return self.streams[purpose]
+
+    def reseed(self, purpose: str, salt: int) -> None:
+        """Replace stream ``purpose`` by an independent one (seeded from (seed, purpose#salt)): a
+        change of randomness only, e.g. the null steps of the verdict calibration."""
+        self.streams[purpose] = [torch.Generator().manual_seed(purpose_seed(s, f"{purpose}#{salt}")) for s in self.seeds]
+
 
 def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -124,14 +144,30 @@ def build_members(config: RunConfig, seeds: list[int], data: Data, techniques: l
     return members
 
 
+def split_seed(config: RunConfig, seed: int) -> int:
+    """The train/validation split seed of run seed ``seed``: ``config.split_seed``, or with
+    ``vary_split`` one drawn from the seed."""
+    return purpose_seed(seed, "split") % 2**31 if config.vary_split else config.split_seed
+
+
+def load_data(config: RunConfig, seed: int | None = None) -> Data:
+    """The dataset of ``config`` with the split of run seed ``seed`` (default ``config.seed``)."""
+    seed = config.seed if seed is None else seed
+    return load(config.dataset, val_fraction=config.val_fraction, split_seed=split_seed(config, seed),
+                **config.dataset_options)
+
+
 def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, callbacks: tuple = ()) -> Run:
     techniques = resolve_techniques(config.techniques)
-    if len(seeds) > 1 and (reasons := stack_blockers(techniques)):
+    reasons = stack_blockers(techniques) + (["vary_split: each seed has its own split"] if config.vary_split else [])
+    if len(seeds) > 1 and reasons:
         raise ReglabError(f"cannot train several seeds in one group ({'; '.join(reasons)}); "
                           "fit the seeds one at a time (reglab.engine.grouping.fit_seeds does this)")
+    if data is not None and config.vary_split:
+        raise ReglabError("vary_split: the split is drawn per seed, so the dataset must be loaded by reglab (pass no data)")
     device = select_device(config.device)
     if data is None:
-        data = load(config.dataset, val_fraction=config.val_fraction, split_seed=config.split_seed, **config.dataset_options)
+        data = load_data(config, seeds[0])
     data = data.to(device)
     if config.amp == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn("amp='bf16' on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and "
@@ -143,16 +179,15 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
         model = model.to(memory_format=torch.channels_last)
     if config.compile and len(seeds) == 1:
         model.single.compile()  # in place: parameter names and checkpoints are unchanged
-    generators = [torch.Generator().manual_seed(_mix(seed)) for seed in seeds]
     n, batch = len(data.train), config.batch_size
     metric = config.metric or default_metric(data.task)
     callbacks = list(callbacks)
     run = Run(
         config=config, data=data, seeds=list(seeds), model=model, techniques=techniques, callbacks=callbacks,
-        hooks=hook_table([*techniques, *callbacks]), device=device, generators=generators, metric=metric,
+        hooks=hook_table([*techniques, *callbacks]), device=device, metric=metric,
         maximize=metric_maximized(metric), steps_per_epoch=max(1, n // batch), history=[[] for _ in seeds],
         stopped=[False] * len(seeds), best_value=[-math.inf if metric_maximized(metric) else math.inf] * len(seeds),
-        best_epoch=[0] * len(seeds), channels_last=use_cl,
+        best_epoch=[0] * len(seeds), channels_last=use_cl, diverged=[False] * len(seeds),
     )
     params = list(model.parameters())
     for t in techniques:
@@ -161,10 +196,5 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
     for t in techniques:
         t.make_scheduler(run.optimizer, run)
     run.best_state = model.snapshot()
-    torch.manual_seed(_mix(seeds[0]) + 1)  # global generator: any draw a model makes outside the seed's streams
+    torch.manual_seed(purpose_seed(seeds[0], "global"))  # any draw outside the seeds' streams is still reproducible
     return run
-
-
-def _mix(seed: int) -> int:
-    """Decorrelate the data-order generator from the initialization seed."""
-    return (seed * 0x9E3779B1 + 0x7F4A7C15) % (2**63 - 1)

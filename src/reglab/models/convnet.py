@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import ReglabError
 from . import make_activation, register
+from .seeded import SeedDropout, layer_key
 from .mlp import Norm, Probability, norm_layer
 
 
@@ -41,7 +42,7 @@ def convnet(
         layers += norm_layer(norm, c, dims=dims)
         layers.append(make_activation(activation))
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(SeedDropout(dropout, layer_key(f"dropout/{len(layers)}")))
         if min(size) >= 2:
             layers.append(pool(2))
             size = [s // 2 for s in size]

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from ..metrics.regression import sample_interval, sample_quantile
 from . import make_activation, register
+from .seeded import hash_normal, hash_uniform, layer_key
 
 __all__ = ["ResidualBlock", "resmlp", "Engressor", "BaseFeatures", "engressor", "stack_on", "Affine"]
 
@@ -104,8 +105,9 @@ class Engressor(nn.Module):
     ``forward(x)`` in training mode returns ``samples`` draws per example, ``(B, m, d)``, for
     the energy loss; in eval mode it returns the point prediction ``point`` ("mean", "median" or
     a quantile level) from ``eval_samples`` draws, ``(B, d)`` -- or the draws ``(B, n, d)`` when
-    ``eval_output == "samples"``. Noise comes from the global torch generator (as dropout does), so
-    it works under ``torch.func.vmap(randomness="different")`` with one stream per stacked seed.
+    ``eval_output == "samples"``. The noise is counter-based (:func:`reglab.models.seeded.hash_normal`
+    with a key derived from the seed the model was built under, and a call counter buffer), so a seed
+    draws the same noise alone or stacked with other seeds under ``torch.func.vmap``.
     """
 
     def __init__(
@@ -130,16 +132,20 @@ class Engressor(nn.Module):
         self.noise_dim, self.noise, self.noise_scale = noise_dim, noise, noise_scale
         self.samples, self.point, self.eval_samples, self.chunk_rows = samples, point, eval_samples, chunk_rows
         self.eval_output = "point"
+        self.register_buffer("key", torch.tensor(layer_key("engression noise"), dtype=torch.int64))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
 
     def features(self, x: Tensor) -> Tensor:
         return x.flatten(1) if self.encoder is None else self.encoder(x).flatten(1)
 
     def draw_noise(self, rows: int, like: Tensor) -> Tensor:
+        self.calls += 1
+        shape = torch.Size((rows, self.noise_dim))
         if self.noise == "normal":
-            eps = torch.randn(rows, self.noise_dim, device=like.device, dtype=like.dtype)
+            eps = hash_normal(self.key, self.calls, shape, like.device)
         else:
-            eps = (torch.rand(rows, self.noise_dim, device=like.device, dtype=like.dtype) * 2 - 1) * math.sqrt(3)
-        return eps * self.noise_scale
+            eps = (hash_uniform(self.key, self.calls, shape, like.device) * 2 - 1) * math.sqrt(3)
+        return eps.to(like.dtype) * self.noise_scale
 
     def generate(self, feats: Tensor, n: int) -> Tensor:
         """``n`` draws for each row of ``feats`` (B, F): ``(B, n, d)``, differentiable."""

@@ -1,5 +1,7 @@
 """Multi-layer perceptron: Flatten -> [Linear -> (Norm) -> Activation -> (Dropout)] * L -> Linear.
 
+Dropout is :class:`reglab.models.seeded.SeedDropout`: masks per seed, the same alone or stacked.
+
 With ``norm="batch"`` each hidden Linear has no bias (BatchNorm's shift replaces it), following
 Ioffe & Szegedy (2015).
 """
@@ -12,6 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from . import make_activation, register
+from .seeded import SeedDropout, layer_key
 
 Norm = Literal["none", "batch", "layer"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -45,7 +48,7 @@ def mlp(
         layers += norm_layer(norm, h)
         layers.append(make_activation(activation))
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(SeedDropout(dropout, layer_key(f"dropout/{len(layers)}")))
         width = h
     layers.append(nn.Linear(width, num_outputs))
     return nn.Sequential(*layers)

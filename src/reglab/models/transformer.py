@@ -14,7 +14,9 @@ in eval mode its fused fast path (``aten::_transformer_encoder_layer_fwd``) and,
 one. Padding (token id 0) is masked out of the attention keys (with the most negative finite value,
 not -inf) and of the pooling, so the output does not depend on how much padding follows a text, and a
 text with no tokens at all still gets a finite output (uniform attention, zero pooled vector) where
-the eval fast path of ``nn.TransformerEncoderLayer`` returns NaN.
+the eval fast path of ``nn.TransformerEncoderLayer`` returns NaN. Every dropout (attention weights,
+residual branches, embeddings, head) is :class:`reglab.models.seeded.SeedDropout`: per-seed masks,
+the same alone or stacked.
 """
 from __future__ import annotations
 
@@ -22,13 +24,13 @@ import math
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ReglabError
 from . import make_activation, register
 from .mlp import Probability
+from .seeded import SeedDropout, layer_key
 
 Pooling = Literal["mean", "max", "mean+max"]
 
@@ -36,12 +38,12 @@ Pooling = Literal["mean", "max", "mean+max"]
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a key-padding mask (softmax over the non-padding keys)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, tag: str = "attention") -> None:
         super().__init__()
         if dim % heads:
             raise ReglabError(f"model transformer: dim ({dim}) must be divisible by heads ({heads})")
         self.heads = heads
-        self.dropout = dropout
+        self.drop = SeedDropout(dropout, layer_key(tag))
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
@@ -53,22 +55,23 @@ class SelfAttention(nn.Module):
         # the most negative finite value, not -inf: exactly zero weight after softmax, yet no NaN
         # for a row whose keys are all padding
         scores = scores.masked_fill(pad[:, None, None, :], torch.finfo(scores.dtype).min)
-        attn = F.dropout(scores.softmax(-1), self.dropout, self.training)
+        attn = self.drop(scores.softmax(-1))
         return self.out((attn @ v).transpose(1, 2).reshape(b, n, d))
 
 
 class EncoderLayer(nn.Module):
     """The layer of ``nn.TransformerEncoderLayer`` (same sub-blocks and defaults) with plain ops."""
 
-    def __init__(self, dim: int, heads: int, ff: int, dropout: float, activation: str, norm_first: bool) -> None:
+    def __init__(self, dim: int, heads: int, ff: int, dropout: float, activation: str, norm_first: bool,
+                 tag: str = "layer") -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.attn = SelfAttention(dim, heads, dropout)
+        self.attn = SelfAttention(dim, heads, dropout, f"{tag}/attention")
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.drop1, self.drop2 = (SeedDropout(dropout, layer_key(f"{tag}/drop{i}")) for i in (1, 2))
         ff_layers: list[nn.Module] = [nn.Linear(dim, ff), make_activation(activation)]
         if dropout > 0:
-            ff_layers.append(nn.Dropout(dropout))
+            ff_layers.append(SeedDropout(dropout, layer_key(f"{tag}/ff")))
         ff_layers.append(nn.Linear(ff, dim))
         self.ff = nn.Sequential(*ff_layers)
 
@@ -93,10 +96,11 @@ class TransformerClassifier(nn.Module):
         self.pooling = pooling
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.position = nn.Embedding(max_len, dim)
-        self.embed_drop = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, ff, dropout, activation, norm_first) for _ in range(layers))
+        self.embed_drop = SeedDropout(dropout, layer_key("embedding"))
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, ff, dropout, activation, norm_first, f"layer{i}")
+                                    for i in range(layers))
         self.final_norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
-        self.head_drop = nn.Dropout(dropout)
+        self.head_drop = SeedDropout(dropout, layer_key("head"))
         self.head = nn.Linear(dim * (2 if pooling == "mean+max" else 1), num_outputs)
         nn.init.normal_(self.embed.weight, std=dim**-0.5)
         nn.init.normal_(self.position.weight, std=0.02)

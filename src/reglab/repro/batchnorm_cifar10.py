@@ -17,7 +17,6 @@ Run: ``reglab repro batchnorm-cifar10 [-o folder] [--quick]`` (``REGLAB_DATA`` m
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from ..analysis import batchnorm as D
-from ..config import RunConfig
+from ..config import RunConfig, dumps
 from ..data import load
 from ..data.base import subset
 from ..models import build_model
@@ -146,7 +145,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
         "config": {"n_train": n_train, "n_val": n_val, "n_test": n_test, "epochs": epochs, "init_depth": init_depth,
                    "init_batch": init_batch, "lrs": LRS, "quick": quick},
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
+    (out / "results.json").write_text(dumps(summary, indent=1))
     path = out / "RESULTS.md"
     path.write_text(_markdown(summary, quick))
     return path

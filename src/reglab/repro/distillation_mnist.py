@@ -19,14 +19,13 @@ Run: ``reglab repro distillation-mnist [-o folder] [--quick]`` (``REGLAB_DATA`` 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, dumps
 from ..data import Data, load
 from ..techniques.distillation import load_teacher
 from ..engine.loop import fit
@@ -49,25 +48,21 @@ def configs(teacher: str | None, quick: bool) -> dict[str, RunConfig]:
     big_epochs, small_epochs = (1, 1) if quick else (BIG_EPOCHS, SMALL_EPOCHS)
     common: dict[str, Any] = dict(dataset="mnist", model="mlp", batch_size=BATCH, seed=0, split_seed=0, device="cpu")
     adam = {"name": "adam", "lr": 1e-3}
-
-    def best(epochs: int) -> dict[str, Any]:
-        return {"name": "early_stopping", "patience": epochs, "restore_best": True}
-
     out = {
         "big": RunConfig(**common, model_options={"hidden": [1200, 1200], "dropout": 0.5}, epochs=big_epochs,
                          techniques=[adam, {"name": "affine", "degrees": 0.0, "translate": 2 / 28, "scale": [1.0, 1.0]},
-                                     {"name": "max_norm", "c": 3.5}, best(big_epochs)]),
+                                     {"name": "max_norm", "c": 3.5}]),
         "small": RunConfig(**common, model_options={"hidden": [800, 800]}, epochs=small_epochs,
-                           techniques=[adam, best(small_epochs)]),
+                           techniques=[adam]),
         "small_no3": RunConfig(**common, model_options={"hidden": [800, 800]}, epochs=small_epochs,
-                               techniques=[adam, {"name": "drop_classes", "classes": [3]}, best(small_epochs)]),
+                               techniques=[adam, {"name": "drop_classes", "classes": [3]}]),
     }
     if teacher is not None:
         distill = {"name": "distillation", "teacher": teacher, "temperature": 4.0, "a": 0.5}
         out["distilled"] = RunConfig(**common, model_options={"hidden": [800, 800]}, epochs=small_epochs,
-                                     techniques=[adam, distill, best(small_epochs)])
+                                     techniques=[adam, distill])
         out["distilled_no3"] = RunConfig(**common, model_options={"hidden": [800, 800]}, epochs=small_epochs,
-                                         techniques=[adam, {**distill, "drop_classes": [3]}, best(small_epochs)])
+                                         techniques=[adam, {**distill, "drop_classes": [3]}])
     return out
 
 
@@ -115,8 +110,8 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
         results[name]["history"] = r.history  # type: ignore[assignment]
     corrections = {name: bias_corrected(out / "runs" / name / "best.pt", data) for name in ("small_no3", "distilled_no3")}
     total = time.perf_counter() - t0
-    (out / "results.json").write_text(json.dumps({"results": results, "bias_correction": corrections,
-                                                  "seconds": total}, indent=1, default=float))
+    (out / "results.json").write_text(dumps({"results": results, "bias_correction": corrections,
+                                                  "seconds": total}, indent=1))
     _plot(results, out / "distillation_mnist.png")
     path = out / "RESULTS.md"
     path.write_text(_markdown(results, corrections, total, quick, int((data.train.y == 3).sum()), out))

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..config import RunConfig
+from ..config import RunConfig, dumps
 from ..data import Data, Split, load
 from ..data.synthetic import NOISE_STD, TRAIN_RANGE, g_star
 from ..analysis.plots import plt
@@ -180,7 +180,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
             if progress:
                 print(f"[{NAME}] {function}/{noise}: {time.time() - t0:.0f} s", flush=True)
     timing = {"wall": time.time() - started, "cpu": time.process_time() - cpu0, "quick": quick}
-    (out / "results.json").write_text(json.dumps({"config": cfg, "timing": timing, "results": results}))
+    (out / "results.json").write_text(dumps({"config": cfg, "timing": timing, "results": results}))
     return write_results(out, cfg, results, timing)
 
 

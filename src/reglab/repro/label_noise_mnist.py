@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 
-from ..config import RunConfig
+from ..config import RunConfig, dumps
 from ..data import load
 from ..data.label_noise import with_label_noise
 from ..engine.loop import fit
@@ -113,13 +113,13 @@ def run(out: Path, *, quick: bool = False, progress: bool = True, models: list[s
                     continue
                 r = train_one(data, model, options, lr, steps)
                 runs.append({"model": name, "alpha": alpha, "lr": lr, **r})
-                saved.write_text(json.dumps(runs, indent=1))  # progress, kept if interrupted
+                saved.write_text(dumps(runs, indent=1))  # progress, kept if interrupted
                 if progress:
                     print(f"alpha={alpha:3d} {name:10s} lr={lr:<4} val={100 * r['val_accuracy']:.2f} "
                           f"test={100 * r['test_accuracy']:.2f} steps={r['steps']}/{steps} {r['seconds']:.0f}s", flush=True)
     total = time.perf_counter() - t0
     best = select(runs)
-    (out / "results.json").write_text(json.dumps({"runs": runs, "selected": best, "seconds": total}, indent=1))
+    (out / "results.json").write_text(dumps({"runs": runs, "selected": best, "seconds": total}, indent=1))
     _plot(best, out / "label_noise_mnist.png")
     path = out / "RESULTS.md"
     path.write_text(_markdown(runs, best, quick, passes, len(clean.train), out))
@@ -139,7 +139,7 @@ def extend(out: Path, model: str = "conv4", alpha: int = 100, lr: float = 0.1, c
     r.update(model=model, alpha=alpha, lr=lr, clean_passes=clean_passes, threads=torch.get_num_threads())
     saved = out / "longer.json"
     longer = json.loads(saved.read_text()) if saved.exists() else []
-    saved.write_text(json.dumps([*longer, r], indent=1))
+    saved.write_text(dumps([*longer, r], indent=1))
     return r
 
 

@@ -18,7 +18,6 @@ Run: ``reglab repro memorization [-o folder] [--quick]`` (``REGLAB_DATA`` must h
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from ..analysis import memorization as M
-from ..config import RunConfig
+from ..config import RunConfig, dumps
 from ..data import Data, load, subset
 from ..data.label_noise import with_label_noise
 from ..engine.loop import fit
@@ -107,7 +106,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
         "seconds": time.perf_counter() - t_start,
         "cpu_seconds": time.process_time(),
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "results.json").write_text(dumps(summary, indent=1))
     path = out / "RESULTS.md"
     path.write_text(_markdown(summary, quick))
     return path

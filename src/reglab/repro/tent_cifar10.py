@@ -20,7 +20,6 @@ Writes ``errors.png``, ``entropy_error.png``, ``sensitivity.png``, ``results.jso
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 import zlib
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..config import RunConfig, dumps
 from ..data.corruptions import CORRUPTIONS, corrupt
 from ..data import Data, load, subset
 from ..analysis.tta import MODES, evaluate_tta
@@ -202,7 +201,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     _plot_errors(table, out / "errors.png")
     _plot_entropy(table, pooled, out / "entropy_error.png")
     _plot_sensitivity(sens, cfg, reference, out / "sensitivity.png")
-    (out / "results.json").write_text(json.dumps(
+    (out / "results.json").write_text(dumps(
         {"config": cfg, "train_metrics": train_metrics, "clean": clean, "table": table, "mean_error": means,
          "sensitivity": sens, "sensitivity_reference": reference}, indent=1))
     (out / "RESULTS.md").write_text(_markdown(cfg, quick, out, train_metrics, clean, table, means, sens, reference,

@@ -1,14 +1,13 @@
 """Per-class report of a multilabel study from its stored runs (``reglab report FOLDER --per-class``).
 
 :func:`checkpoint_probabilities` rebuilds a run from its checkpoint file (the model as the run
-ended, early stopping's restored best epoch included) and returns its sigmoid outputs;
+reported: each seed's best epoch on validation) and returns its sigmoid outputs;
 :func:`study_class_report` picks a study's best configuration *by the validation metric* and writes
 its per-class report on the test split, averaged over seeds, at 0.5 and with per-label thresholds
 tuned on validation (:func:`reglab.metrics.multilabel.tune_thresholds`).
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import RunConfig
+from ..config import RunConfig, dumps
 from ..data import load
 from ..engine.checkpoint import load as load_state
 from ..engine.checkpoint import load_checkpoint
@@ -36,9 +35,8 @@ def checkpoint_probabilities(
 ) -> tuple[dict[str, Tensor], list[int], Any]:
     """Sigmoid outputs ``{split: (S, N, K)}`` of the models in a trainer checkpoint (``last.pt``), for
     its seeds ``S``, and the dataset. The run is rebuilt from the checkpoint's own configuration, its
-    state loaded, and the techniques' end-of-training hooks applied, so the model is the one the run
-    ended with (early stopping's restored best epoch included) and the outputs reproduce the run's
-    final metrics. ``data``: the dataset, when already loaded (default: loaded from the configuration).
+    state loaded, each seed's best epoch's weights restored and the techniques' end-of-training hooks
+    applied, so the model is the one the run reported and the outputs reproduce its metrics. ``data``: the dataset, when already loaded (default: loaded from the configuration).
     """
     state = load_state(checkpoint)
     if "config" not in state or "seeds" not in state:
@@ -52,6 +50,7 @@ def checkpoint_probabilities(
     run = build_run(config, list(state["seeds"]), data)
     run.config = RunConfig(**state["config"])  # the saved config (its device) is what the checkpoint matches
     load_checkpoint(run, Path(checkpoint))
+    run.model.restore(run.best_state)  # each seed's selected (best validation) epoch, as the run reported
     for hook in run.hooks["on_fit_end"]:
         hook(run)
     run.model.eval()
@@ -79,11 +78,11 @@ def study_f1_table(folder: str | Path) -> tuple[str, list[dict[str, Any]]]:
     if not db.is_file():
         raise ReglabError(f"{folder}: no results.sqlite (run `reglab study ... -o {folder}` first)")
     store = Store(db)
-    raw = store.study_spec()
+    raw = store.definition()
     if raw is None:
         raise ReglabError(f"{db} holds no study")
     spec = parse_spec(raw, raw.get("name", "study"))
-    runs = store.runs(spec.name)
+    runs = [r for r in store.runs() if not r.diverged]
     names = ("val_f1_micro", "val_f1_macro", "test_f1_micro", "test_f1_macro")
     rows = []
     for p in plan(spec):
@@ -171,5 +170,5 @@ def study_class_report(folder: str | Path, out: str | Path | None = None) -> Pat
     payload = {"best": {k: v for k, v in best.items() if k != "checkpoints"},
                "configurations": [{k: v for k, v in r.items() if k != "checkpoints"} for r in rows],
                "per_seed": {name: [r.to_dict() for r in reps] for name, reps in reports.items()}}
-    (out / "classes.json").write_text(json.dumps(payload, indent=1, default=float))
+    (out / "classes.json").write_text(dumps(payload, indent=1))
     return md

@@ -8,8 +8,10 @@
 - ``orders``: ``orders`` random permutations of the steps (seeded), each applied incrementally;
   identical configurations reached along several orders are trained once.
 
-A configuration's identity (``key``) is a hash of its resolved RunConfig, so re-running a study,
-or reaching the same configuration by two routes, finds the runs already stored.
+A configuration's identity (``key``) is a hash of its resolved RunConfig (every technique with all
+its knobs, defaults included, and the default optimizer made explicit; the seed excluded), so
+re-running a study, editing it, or reaching the same configuration by two routes or by two spellings
+of the same knobs finds the runs already stored.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import random
 from dataclasses import dataclass, field
 
 from ..config import RunConfig
+from ..techniques import compose, resolve_techniques
 from .spec import StudySpec
 
 
@@ -33,16 +36,24 @@ class Planned:
     orders: list[int] = field(default_factory=list)  # orders (mode=orders) that pass through it
 
 
+def resolved(config: RunConfig) -> dict:
+    """``config`` as data with its techniques resolved (names and every knob) and without the seed."""
+    dump = config.model_dump(exclude={"seed"})
+    dump["techniques"] = [{"name": t.name, **t.knobs.model_dump()} for t in resolve_techniques(config.techniques)]
+    return dump
+
+
 def config_key(config: RunConfig) -> str:
-    payload = json.dumps(config.model_dump(exclude={"seed"}), sort_keys=True, default=str)
+    payload = json.dumps(resolved(config), sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
 def _configuration(spec: StudySpec, step_idx: list[int], label: str) -> Planned:
-    techniques = list(spec.baseline)
+    """The baseline with the steps ``step_idx`` composed on it in that order (a step's optimizer
+    replaces the baseline's, and so on: :func:`reglab.techniques.compose`)."""
+    techniques = compose([spec.baseline, *(spec.steps[i].techniques for i in step_idx)])
     overrides: dict = {}
     for i in step_idx:
-        techniques += spec.steps[i].techniques
         overrides.update(spec.steps[i].set)
     config = spec.run_config(techniques, overrides)
     return Planned(label, config, config_key(config), [spec.steps[i].name for i in step_idx])

@@ -1,57 +1,46 @@
-"""The study report: one table, a verdict, plots; Markdown, self-contained HTML and JSON.
+"""The study report: one table, the comparisons a study's mode defines, a verdict, plots; Markdown,
+self-contained HTML and strict JSON.
 
-For every configuration: the validation metric (the one that selected each run's best epoch) and
-the report metric (by default its test twin) as mean ± standard error over seeds; the paired
-difference against the baseline and against the configuration it extends (mean ± SE of the
-per-seed differences, seeds paired), a paired t-test across seeds (and Wilcoxon's signed-rank test
-when there are at least 6 seeds), the epochs trained and the wall time per run.
+Per configuration: the validation metric at each run's best epoch (the epoch selected on it) and
+the report metric (by default the validation metric's test twin) of the same weights, mean ± SE over
+the seeds that did not diverge, beside the last epoch's report metric; the epochs trained, the seeds.
 
-The verdict names the step with the largest gain and the steps whose effect is within noise
-(p >= 0.05, or fewer than 2 paired seeds). With few seeds a paired test has little power, so
-"within noise" means "not shown to differ", not "shown equal". No multiple-comparison correction is
-applied; with many steps, read single p-values near 0.05 with care.
+Per comparison (incremental: each step against the configuration before it; isolated: each step
+against the baseline; leave-one-out: all steps against the baseline, and each step as all steps
+against all steps but it; orders: each step where it is added along each order; every mode: the
+final configuration against the baseline), paired by seed (:mod:`.statistics`): the mean difference
+A - B with its 95% t interval and a BCa bootstrap interval (from 5 seeds), the probability of
+improvement P(A > B) over seeds (Bouthillier et al. 2021) with its Wilson interval, the paired
+t-test's p-value, the p-value under Holm's family-wise control over all of the study's comparisons
+(with adaptive seeds: Holm over the Bonferroni-over-looks p-values, valid under optional stopping),
+and the seeds a paired t-test would need for 80% power at the observed difference (and at the
+study's ``min_effect``). The verdict says "helped" / "hurt" only where the Holm-controlled p-value is
+below 0.05; otherwise the step is "not shown" to differ (which is not "shown equal").
 
-Everything is computed from the results store alone (``reglab report`` re-renders it).
+The best configuration is chosen on the validation metric, never on the test split. Everything is
+computed from the results store alone (``reglab report`` re-renders it); ``report.json`` holds no
+timings (``timing.json`` does), so the same study gives the same ``report.json`` on every run.
 """
 from __future__ import annotations
 
 import base64
 import html
-import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
-
 from ..analysis import plots
+from ..config import dumps
 from ..metrics import metric_maximized, on_split, recorded_default
 from ..techniques import resolve_techniques
-from .plan import order_paths, plan
+from . import statistics as st
+from .plan import Planned, order_paths, plan
 from .spec import StudySpec
-from .statistics import mean_se
 from .store import Store, StoredRun
 
 ALPHA = 0.05
-
-
-def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, float]:
-    """Paired comparison of ``a`` minus ``b`` over their common seeds."""
-    seeds = sorted(set(a) & set(b))
-    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
-    out: dict[str, float] = {"n": len(seeds), "mean": float(d.mean()) if len(d) else math.nan,
-                             "se": math.nan, "p_t": math.nan, "p_wilcoxon": math.nan}
-    if len(d) >= 2:
-        out["se"] = float(d.std(ddof=1) / math.sqrt(len(d)))
-        if np.allclose(d, d[0]):
-            out["p_t"] = 0.0 if d[0] != 0 else 1.0
-        else:
-            out["p_t"] = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
-    if len(d) >= 6 and np.any(d != 0):
-        out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue)
-    return out
 
 
 def _metrics(spec: StudySpec, runs: list[StoredRun]) -> tuple[str, str]:
@@ -61,85 +50,129 @@ def _metrics(spec: StudySpec, runs: list[StoredRun]) -> tuple[str, str]:
     return metric, report_metric
 
 
+def _comparisons(spec: StudySpec, planned: list[Planned]) -> list[tuple[str, str, str]]:
+    """(name, key of A, key of B) of every comparison the study's mode defines, A - B measuring the
+    named step's effect (duplicates merged)."""
+    base = planned[0].key
+    out: list[tuple[str, str, str]] = []
+    if spec.mode == "orders":
+        for k, path in enumerate(order_paths(spec)):
+            out += [(f"{step} (order {k + 1})", after, before) for step, before, after in path]
+    elif spec.mode == "leave-one-out":
+        full = next(p for p in planned if p.label == "all steps")
+        out.append(("all steps", full.key, base))
+        out += [(p.added.removeprefix("- "), full.key, p.key) for p in planned if p.compare_to == full.key]
+    else:
+        out += [(p.added, p.key, p.compare_to) for p in planned if p.compare_to is not None]
+    final = planned[-1] if spec.mode in ("incremental", "orders") else None
+    if final is not None and final.compare_to != base and final.key != base:
+        out.append((f"{final.label} vs baseline", final.key, base))
+    seen, unique = set(), []
+    for name, a, b in out:
+        if (a, b) not in seen:
+            seen.add((a, b))
+            unique.append((name, a, b))
+    return unique
+
+
 def build_table(spec: StudySpec, store: Store) -> dict[str, Any]:
-    """The report's numbers as plain data (what ``--json`` prints)."""
-    runs = store.runs(spec.name)
+    """The report's numbers as plain data (what ``report.json`` and ``--json`` hold)."""
+    planned = plan(spec)
+    runs = store.runs({p.key for p in planned})
     metric, report_metric = _metrics(spec, runs)
     maximize = metric_maximized(report_metric)
     by_key: dict[str, dict[int, StoredRun]] = defaultdict(dict)
     for r in runs:
-        by_key[r.config_key][r.seed] = r
-    planned = plan(spec)
-    base_key = planned[0].key
+        if r.seed in spec.seed_list:
+            by_key[r.config_key][r.seed] = r
 
     def values(key: str, name: str) -> dict[int, float]:
-        return {s: r.metrics[name] for s, r in by_key.get(key, {}).items() if name in r.metrics}
+        """Per seed (diverged seeds left out) the metric ``name`` of configuration ``key``."""
+        return {s: r.metrics.get(name, math.nan) for s, r in sorted(by_key.get(key, {}).items()) if not r.diverged}
 
     rows = []
     for i, p in enumerate(planned):
         seeds = by_key.get(p.key, {})
-        val_m, val_se = mean_se(list(values(p.key, metric).values()))
-        rep_m, rep_se = mean_se(list(values(p.key, report_metric).values()))
-        row: dict[str, Any] = {
-            "index": i, "label": p.label, "key": p.key, "added": p.added, "steps": p.steps, "seeds": len(seeds),
+        val_m, val_se = st.mean_se(list(values(p.key, metric).values()))
+        rep_m, rep_se = st.mean_se(list(values(p.key, report_metric).values()))
+        last_m, last_se = st.mean_se(list(values(p.key, "last_" + report_metric).values()))
+        kept = [r for r in seeds.values() if not r.diverged]
+        rows.append({
+            "index": i, "label": p.label, "key": p.key, "added": p.added, "steps": p.steps,
+            "seeds": len(seeds), "diverged": sum(r.diverged for r in seeds.values()),
             "val_mean": val_m, "val_se": val_se, "report_mean": rep_m, "report_se": rep_se,
-            "per_seed": values(p.key, report_metric),
-            "epochs": mean_se([r.metrics.get("epochs", math.nan) for r in seeds.values()])[0],
-            "seconds": mean_se([r.metrics.get("seconds", math.nan) for r in seeds.values()])[0],
-            "group_size": max((r.group_size or 1 for r in seeds.values()), default=1),
-        }
-        if i > 0:
-            row["vs_baseline"] = paired(values(p.key, report_metric), values(base_key, report_metric))
-        if p.compare_to is not None:
-            row["vs_previous"] = paired(values(p.key, report_metric), values(p.compare_to, report_metric))
-        rows.append(row)
+            "last_report_mean": last_m, "last_report_se": last_se,
+            "per_seed": {s: seeds[s].metrics.get(report_metric) if not seeds[s].diverged else None for s in sorted(seeds)},
+            "best_epoch": st.mean_se([r.metrics.get("best_epoch", math.nan) for r in kept])[0],
+            "epochs": st.mean_se([r.metrics.get("epochs", math.nan) for r in kept])[0],
+            "stacked": any((r.group_size or 1) > 1 for r in seeds.values()) if seeds else None,
+            "threads": sorted({r.threads for r in seeds.values() if r.threads}),
+        })
+    looks = spec.looks
+    comparisons = []
+    for name, a, b in _comparisons(spec, planned):
+        c = st.compare(values(a, report_metric), values(b, report_metric), name=name, higher_is_better=maximize,
+                       delta=spec.min_effect)
+        comparisons.append((c, a, b))
+    status = st.decide({c.name: (values(a, report_metric), values(b, report_metric)) for c, a, b in comparisons},
+                       looks, higher_is_better=maximize, alpha=ALPHA, target_halfwidth=spec.target_halfwidth)
+    labels = {r["key"]: r["label"] for r in rows}
+    table_comparisons = []
+    for c, a, b in comparisons:
+        look = status[c.name]
+        observed = st.seeds_needed(c.se * math.sqrt(c.n) if c.n >= 2 else math.nan, abs(c.mean))
+        table_comparisons.append({
+            "name": c.name, "a": labels[a], "b": labels[b], "a_key": a, "b_key": b, "n": c.n, "mean": c.mean,
+            "gain": c.gain, "se": c.se, "ci_t": c.ci_t, "ci_boot": c.ci_boot, "p_better": c.p_better,
+            "p_better_ci": c.p_better_ci, "meaningful": c.meaningful, "p_t": c.p_t, "p_wilcoxon": c.p_wilcoxon,
+            "p_looks": look.p_adj, "p_holm": look.p_holm, "state": look.state, "halfwidth": look.halfwidth,
+            "power_seeds_observed": observed, "power_seeds_min_effect": c.power_n if spec.min_effect else None,
+        })
+    best = _best(rows, metric_maximized(metric))
+    varied = ["initialization", "data order", "augmentation, dropout and noise draws"]
+    if any(p.config.vary_split for p in planned):
+        varied.append("train/validation split")
     table = {"study": spec.name, "mode": spec.mode, "metric": metric, "report_metric": report_metric,
-             "maximize": maximize, "seeds": spec.seed_list, "rows": rows}
-    if spec.mode == "orders":
-        table["orders"] = _orders(spec, values, report_metric)
+             "maximize": maximize, "seeds": spec.seed_list, "varied_with_the_seed": varied,
+             "looks": list(looks), "alpha": ALPHA,
+             "correction": "holm" if len(looks) == 1 else "holm over bonferroni-over-looks",
+             "rows": rows, "comparisons": table_comparisons, "best_configuration": best,
+             "runs": {"finished": len(runs), "last_invocation": store.last_invocation()}}
     table["verdict"] = verdict(table)
     return table
 
 
-def _orders(spec: StudySpec, values: Any, report_metric: str) -> list[dict[str, Any]]:
-    gains: dict[str, list[float]] = defaultdict(list)
-    for path in order_paths(spec):
-        for step, before, after in path:
-            d = paired(values(after, report_metric), values(before, report_metric))
-            gains[step].append(d["mean"])
-    return [{"step": s, "gains": g, "mean": float(np.mean(g)), "min": float(np.min(g)), "max": float(np.max(g))}
-            for s, g in gains.items()]
+def _best(rows: list[dict[str, Any]], maximize_val: bool) -> dict[str, Any] | None:
+    """The configuration with the best mean *validation* metric (the test split selects nothing)."""
+    scored = [r for r in rows if math.isfinite(r["val_mean"])]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: r["val_mean"] if maximize_val else -r["val_mean"])
+    return {"label": best["label"], "key": best["key"], "val_mean": best["val_mean"], "report_mean": best["report_mean"],
+            "report_se": best["report_se"], "chosen_on": "validation"}
 
 
 def verdict(table: dict[str, Any]) -> dict[str, Any]:
-    sign = 1 if table["maximize"] else -1
-    steps = [r for r in table["rows"] if "vs_previous" in r and r["vs_previous"]["n"] > 0]
+    """Helped / hurt only where the Holm-controlled p-value < alpha; the largest observed gain with
+    its interval whatever its significance; order dependence in mode orders."""
+    comps = table["comparisons"]
+    out: dict[str, Any] = {
+        "helped": [c["name"] for c in comps if c["state"] == "helped"],
+        "hurt": [c["name"] for c in comps if c["state"] == "hurt"],
+        "not_shown": [c["name"] for c in comps if c["state"] not in ("helped", "hurt")],
+        "largest_gain": None,
+    }
+    finite = [c for c in comps if c["gain"] is not None and math.isfinite(c["gain"])]
+    if finite:
+        top = max(finite, key=lambda c: c["gain"])
+        out["largest_gain"] = {k: top[k] for k in ("name", "mean", "gain", "ci_t", "p_holm", "state")}
     if table["mode"] == "orders":
-        steps = []
-    out: dict[str, Any] = {"largest_gain": None, "within_noise": [], "significant_gains": [], "significant_losses": []}
-    if table["mode"] == "orders" and table.get("orders"):
-        best = max(table["orders"], key=lambda o: sign * o["mean"])
-        out["largest_gain"] = {"step": best["step"], "mean": best["mean"]}
-        flips = [o["step"] for o in table["orders"] if (o["min"] > 0) != (o["max"] > 0)]
-        out["order_dependent"] = flips
-    for r in steps:
-        d = r["vs_previous"]
-        name = r["added"]
-        if d["n"] < 2 or not (d["p_t"] < ALPHA):
-            out["within_noise"].append(name)
-        elif sign * d["mean"] > 0:
-            out["significant_gains"].append(name)
-        else:
-            out["significant_losses"].append(name)
-    best = max(steps, key=lambda r: sign * r["vs_previous"]["mean"], default=None)
-    if best is not None and sign * best["vs_previous"]["mean"] > 0:
-        out["largest_gain"] = {"step": best["added"], "mean": best["vs_previous"]["mean"],
-                               "se": best["vs_previous"]["se"], "p_t": best["vs_previous"]["p_t"]}
-    rows = table["rows"]
-    if len(rows) > 1:
-        final = rows[-1] if table["mode"] == "incremental" else max(rows, key=lambda r: sign * r["report_mean"])
-        out["best_configuration"] = final["label"] if table["mode"] != "incremental" else rows[-1]["label"]
-        out["final_vs_baseline"] = final.get("vs_baseline")
+        gains: dict[str, list[float]] = defaultdict(list)
+        for c in comps:
+            if " (order " in c["name"]:
+                gains[c["name"].split(" (order ")[0]].append(c["gain"])
+        out["order_dependent"] = sorted(step for step, g in gains.items()
+                                        if any(x > 0 for x in g) and any(x < 0 for x in g))
     return out
 
 
@@ -148,7 +181,7 @@ def _is_fraction(metric: str) -> bool:
     return any(w in metric for w in ("accuracy", "f1", "error"))
 
 
-def _fmt(value: float, metric: str, signed: bool = False) -> str:
+def _fmt(value: float | None, metric: str, signed: bool = False) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     if _is_fraction(metric):
@@ -158,31 +191,55 @@ def _fmt(value: float, metric: str, signed: bool = False) -> str:
 
 def _pm(mean: float, se: float, metric: str, signed: bool = False) -> str:
     text = _fmt(mean, metric, signed)
-    return text if not math.isfinite(se) else f"{text} ± {_fmt(se, metric)}"
+    return text if se is None or not math.isfinite(se) else f"{text} ± {_fmt(se, metric)}"
 
 
-def _p(p: float) -> str:
-    if not math.isfinite(p):
+def _ci(ci: Any, metric: str) -> str:
+    lo, hi = ci
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "–"
+    return f"[{_fmt(lo, metric, True)}, {_fmt(hi, metric, True)}]"
+
+
+def _p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
         return "–"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def table_rows(table: dict[str, Any], timing: dict[str, float]) -> tuple[list[str], list[list[str]]]:
     m, rm = table["metric"], table["report_metric"]
     unit = " (%)" if _is_fraction(rm) else ""
-    head = ["#", "configuration", f"{m}{' (%)' if _is_fraction(m) else ''}", f"{rm}{unit}", "Δ vs baseline",
-            "Δ vs previous", "p (paired t)", "epochs", "time/run", "seeds"]
+    head = ["#", "configuration", f"{m}, best epoch{' (%)' if _is_fraction(m) else ''}",
+            f"{rm} at the best-{m} epoch{unit}", f"{rm}, last epoch{unit}", "seeds", "best epoch / trained", "time/run"]
     body = []
     for r in table["rows"]:
-        vb, vp = r.get("vs_baseline"), r.get("vs_previous")
+        seeds = f"{r['seeds'] - r['diverged']}" + (f" (+{r['diverged']} diverged, left out)" if r["diverged"] else "")
+        seeds += " stacked" if r["stacked"] else " one by one" if r["stacked"] is False else ""
+        secs = timing.get(r["key"], math.nan)
         body.append([
             str(r["index"]), r["label"], _pm(r["val_mean"], r["val_se"], m), _pm(r["report_mean"], r["report_se"], rm),
-            _pm(vb["mean"], vb["se"], rm, True) if vb else "–",
-            _pm(vp["mean"], vp["se"], rm, True) if vp else "–",
-            _p(vp["p_t"]) if vp else "–",
-            f"{r['epochs']:.1f}" if math.isfinite(r["epochs"]) else "–",
-            f"{r['seconds']:.1f} s" if math.isfinite(r["seconds"]) else "–",
-            f"{r['seeds']}" + (f" (x{r['group_size']} at once)" if r["group_size"] > 1 else ""),
+            _pm(r["last_report_mean"], r["last_report_se"], rm), seeds,
+            f"{r['best_epoch']:.1f} / {r['epochs']:.1f}" if math.isfinite(r["epochs"]) else "–",
+            f"{secs:.1f} s" if math.isfinite(secs) else "–",
+        ])
+    return head, body
+
+
+def comparison_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    rm = table["report_metric"]
+    pts = " (points)" if _is_fraction(rm) else ""
+    head = ["comparison (A vs B)", f"Δ {rm} = A − B{pts}, 95% t CI", "95% bootstrap CI", "P(A better than B) [95% CI]",
+            "p, paired t", f"p, {table['correction']}", "verdict", "seeds for 80% power at the observed Δ"]
+    body = []
+    for c in table["comparisons"]:
+        pb = c["p_better"]
+        body.append([
+            f"{c['name']}: {c['a']} vs {c['b']} ({c['n']} seeds)", f"{_fmt(c['mean'], rm, True)} {_ci(c['ci_t'], rm)}",
+            _ci(c["ci_boot"], rm),
+            "–" if pb is None or not math.isfinite(pb) else f"{pb:.2f} [{c['p_better_ci'][0]:.2f}, {c['p_better_ci'][1]:.2f}]",
+            _p(c["p_t"]), _p(c["p_holm"]), c["state"],
+            str(c["power_seeds_observed"]) if c["power_seeds_observed"] else "–",
         ])
     return head, body
 
@@ -190,27 +247,31 @@ def table_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def verdict_lines(table: dict[str, Any]) -> list[str]:
     v, rm = table["verdict"], table["report_metric"]
     pts = " points" if _is_fraction(rm) else ""
+    control = f"p < {ALPHA} after {table['correction']} over the study's {len(table['comparisons'])} comparisons"
     lines = []
-    if not v.get("largest_gain"):
-        lines.append(f"**Largest gain:** none: no step improved {rm} on average.")
+    if v["helped"]:
+        lines.append(f"**Helped ({control}):** {', '.join(v['helped'])}.")
     else:
         g = v["largest_gain"]
-        extra = f" ± {_fmt(g['se'], rm)}, p = {_p(g['p_t'])}" if "se" in g else " (mean over orders)"
-        lines.append(f"**Largest gain:** {g['step']} ({_fmt(g['mean'], rm, True)}{pts} {rm}{extra}).")
-    if v.get("significant_gains"):
-        lines.append(f"**Helped (p < {ALPHA}):** {', '.join(v['significant_gains'])}.")
-    if v.get("significant_losses"):
-        lines.append(f"**Hurt (p < {ALPHA}):** {', '.join(v['significant_losses'])}.")
-    if v.get("within_noise"):
-        lines.append(f"**Within seed noise (not shown to differ, p ≥ {ALPHA}):** {', '.join(v['within_noise'])}.")
+        if g is None:
+            lines.append("**No step was shown to help:** no comparison has paired seeds yet.")
+        else:
+            lines.append(f"**No step was shown to help** ({control}). The largest observed difference: {g['name']}, "
+                         f"{_fmt(g['mean'], rm, True)}{pts} {rm}, 95% CI {_ci(g['ci_t'], rm)}, p = {_p(g['p_holm'])} "
+                         f"after correction.")
+    if v["hurt"]:
+        lines.append(f"**Hurt ({control}):** {', '.join(v['hurt'])}.")
+    if v["not_shown"]:
+        lines.append(f"**Not shown to differ** (not the same as shown equal; more seeds narrow the intervals): "
+                     f"{', '.join(v['not_shown'])}.")
     if v.get("order_dependent") is not None:
         dep = v["order_dependent"]
-        lines.append("**Order dependence:** " + (f"the sign of the gain of {', '.join(dep)} changes with the order."
-                                                 if dep else "no step changes the sign of its gain across orders."))
-    if v.get("final_vs_baseline"):
-        d = v["final_vs_baseline"]
-        lines.append(f"**{v['best_configuration']} vs baseline:** {_pm(d['mean'], d['se'], rm, True)}{pts} {rm} "
-                     f"(paired over {d['n']} seeds, p = {_p(d['p_t'])}).")
+        lines.append("**Order dependence:** " + (f"the sign of the observed gain of {', '.join(dep)} changes with the order."
+                                                 if dep else "no step changes the sign of its observed gain across orders."))
+    b = table["best_configuration"]
+    if b is not None:
+        lines.append(f"**Best configuration on validation ({table['metric']}):** {b['label']}, "
+                     f"{rm} {_pm(b['report_mean'], b['report_se'], rm)}{' %' if _is_fraction(rm) else ''}.")
     return lines
 
 
@@ -221,37 +282,54 @@ def _markdown_table(head: list[str], body: list[list[str]]) -> str:
 
 
 def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> dict[str, Any]:
-    """Write ``report.md``, ``report.html``, ``report.json`` and PNG plots into ``out``."""
+    """Write ``report.md``, ``report.html``, ``report.json``, ``timing.json`` and PNG plots into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = build_table(spec, store)
+    planned_keys = {r["key"] for r in table["rows"]}
+    timing = {}
+    for key in planned_keys:
+        secs = [r.seconds for r in store.runs({key}) if r.seconds is not None and r.seed in spec.seed_list]
+        timing[key] = sum(secs) / len(secs) if secs else math.nan
     pngs = _plots(spec, store, table, out)
     rm = table["report_metric"]
     blocks: list[tuple] = [("h1", f"Study `{spec.name}`")]
     if spec.description:
         blocks.append(("p", spec.description))
-    blocks.append(("p", f"Mode: **{spec.mode}**, seeds {spec.seed_list} (paired across configurations). Runs select "
-                        f"their best epoch on `{table['metric']}`; configurations are compared on `{rm}` (mean ± "
-                        "standard error over seeds; Δ = paired per-seed difference, mean ± SE)."))
-    blocks.append(("table", *table_rows(table)))
+    inv = table["runs"]["last_invocation"]
+    reuse = (f" The last `reglab study` found {inv['reused']} of {inv['planned']} runs finished and trained {inv['trained']}."
+             if inv else "")
+    split = ("" if "train/validation split" in table["varied_with_the_seed"]
+             else "; the train/validation split is the same for every seed")
+    seeds = (f"adaptive seeds: looks at {', '.join(map(str, spec.looks))} seeds" if spec.adaptive else f"seeds {spec.seed_list}")
+    blocks.append(("p", f"Mode: **{spec.mode}**, {seeds}, paired across configurations. What varies with the seed: "
+                        f"{', '.join(table['varied_with_the_seed'])}{split}; every random stream is separate per seed and "
+                        "purpose. "
+                        f"Each run's metrics are those of its best epoch, selected on `{table['metric']}` (validation); "
+                        f"configurations are compared on `{rm}` of the same weights (mean ± standard error over seeds); "
+                        f"the last epoch's `{rm}` is shown beside it. The test split selects nothing.{reuse}"))
+    blocks.append(("table", *table_rows(table, timing)))
+    blocks.append(("h2", "Comparisons"))
+    blocks.append(("table", *comparison_rows(table)))
     blocks.append(("h2", "Verdict"))
     blocks += [("li", line) for line in verdict_lines(table)]
-    if table.get("orders"):
-        blocks.append(("h2", "Gains by order"))
-        blocks.append(("table", ["step", "mean gain", "min", "max", "gains per order"],
-                       [[o["step"], _fmt(o["mean"], rm, True), _fmt(o["min"], rm, True), _fmt(o["max"], rm, True),
-                         ", ".join(_fmt(g, rm, True) for g in o["gains"])] for o in table["orders"]]))
     if notes:
         blocks.append(("p", notes))
     blocks.append(("h2", "Plots"))
     blocks += [("img", title, path) for title, path in pngs]
     blocks.append(("h2", "Configurations"))
     configs = {p.key: p.config for p in plan(spec)}
+    decisions = store.decisions()
     for r in table["rows"]:
-        blocks.append(("li", f"**{r['label']}** (`{r['key']}`): {describe(configs[r['key']], configs[table['rows'][0]['key']])}"))
+        how = (f"; seeds {'stacked' if r['stacked'] else 'one by one'} ({decisions[r['key']][1]})"
+               if r["stacked"] is not None and r["key"] in decisions else "")
+        threads = f"; {', '.join(map(str, r['threads']))} torch thread(s)" if r["threads"] else ""
+        blocks.append(("li", f"**{r['label']}** (`{r['key']}`): {describe(configs[r['key']], configs[table['rows'][0]['key']])}"
+                             f"{how}{threads}"))
     (out / "report.md").write_text(_to_markdown(blocks))
     (out / "report.html").write_text(_to_html(blocks))
-    (out / "report.json").write_text(json.dumps(table, indent=2, default=float))
+    (out / "report.json").write_text(dumps(table, indent=2))
+    (out / "timing.json").write_text(dumps({"seconds_per_run": {r["label"]: timing[r["key"]] for r in table["rows"]}}, indent=2))
     return table
 
 
@@ -287,8 +365,6 @@ def _to_markdown(blocks: list[tuple]) -> str:
 
 
 def _to_html(blocks: list[tuple]) -> str:
-    import re
-
     def inline(text: str) -> str:
         text = html.escape(text)
         text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
@@ -326,37 +402,49 @@ def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> l
     pngs = []
     rm = table["report_metric"]
     scale = 100 if _is_fraction(rm) else 1
+    unit = " (%)" if scale == 100 else ""
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 4))
+    seeds = sorted({s for r in rows for s, v in r["per_seed"].items() if v is not None})
+    for s in seeds:  # one line per seed across configurations: the pairing the comparisons use
+        xs = [i for i, r in enumerate(rows) if r["per_seed"].get(s) is not None]
+        ax.plot(xs, [scale * rows[i]["per_seed"][s] for i in xs], "-", color="0.6", lw=0.8, alpha=0.7, zorder=1)
     for i, r in enumerate(rows):
-        ax.errorbar([i], [scale * r["report_mean"]], yerr=[scale * (r["report_se"] if math.isfinite(r["report_se"]) else 0)],
-                    fmt="o", color="C0", capsize=4, ms=7)
-        ax.scatter([i] * len(r["per_seed"]), [scale * v for v in r["per_seed"].values()], color="C1", s=12, zorder=3)
+        se = r["report_se"] if math.isfinite(r["report_se"]) else 0
+        ax.errorbar([i], [scale * r["report_mean"]], yerr=[scale * se], fmt="o", color="C0", capsize=4, ms=7, zorder=3)
     ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(rm + (" (%)" if scale == 100 else ""))
-    ax.set_title(f"{spec.name}: {rm} per configuration (mean ± SE; dots: seeds)")
-    fig.tight_layout()
-    path = out / "configurations.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    pngs.append(("Report metric per configuration", path))
+    ax.set_ylabel(rm + unit)
+    ax.set_title(f"{rm} per configuration: mean ± SE; grey lines: the same seed across configurations")
+    path = plots.save_figure(fig, out / "configurations.png")
+    pngs.append(("Report metric per configuration, seeds paired", path))
 
-    runs = {(r.config_key, r.seed): r for r in store.runs(spec.name)}
-    first, last = rows[0], _final_row(table)
-    pair = [first] + ([last] if last is not first else [])
-    histories = {r["label"]: [runs[(r["key"], s)].history for s in r["per_seed"] if (r["key"], s) in runs] for r in pair}
-    pngs.append(("Learning curves: baseline vs final", plots.learning_curves(histories, table["metric"], out / "learning_curves.png")))
-    trajectories = {r["label"]: [runs[(r["key"], s)].trajectory for s in r["per_seed"] if (r["key"], s) in runs] for r in pair}
+    comps = [c for c in table["comparisons"] if c["mean"] is not None and math.isfinite(c["mean"])]
+    if comps:
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(comps) + 1.5))
+        for j, c in enumerate(comps):
+            lo, hi = c["ci_t"]
+            color = {"helped": "C2", "hurt": "C3"}.get(c["state"], "C0")
+            if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+                ax.plot([scale * lo, scale * hi], [j, j], "-", color=color, lw=2)
+            ax.plot([scale * c["mean"]], [j], "o", color=color)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(comps)), [c["name"] for c in comps], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"Δ {rm}{' (points)' if scale == 100 else ''}, A − B, with 95% t CI "
+                      "(green: helped, red: hurt, after correction)")
+        path = plots.save_figure(fig, out / "comparisons.png")
+        pngs.append(("Each comparison's paired difference with its interval", path))
+
+    runs = {(r.config_key, r.seed): r for r in store.runs({r["key"] for r in rows})}
+    chosen = [rows[0]]
+    best = table["best_configuration"]
+    for r in (next((x for x in rows if best and x["key"] == best["key"]), None), rows[-1]):
+        if r is not None and r not in chosen:
+            chosen.append(r)
+    histories = {r["label"]: [runs[(r["key"], s)].history for s in r["per_seed"] if (r["key"], s) in runs] for r in chosen}
+    pngs.append(("Learning curves: baseline, the best configuration on validation, the final one",
+                 plots.learning_curves(histories, table["metric"], out / "learning_curves.png")))
+    trajectories = {r["label"]: [runs[(r["key"], s)].trajectory for s in r["per_seed"] if (r["key"], s) in runs] for r in chosen}
     if any(t for ts in trajectories.values() for t in ts):
         pngs.append(("Trajectories: parameter and gradient norms per iteration",
                      plots.trajectories(trajectories, out / "trajectories.png")))
     return pngs
-
-
-def _final_row(table: dict[str, Any]) -> dict[str, Any]:
-    rows = [r for r in table["rows"] if r["seeds"]]
-    if table["mode"] == "incremental":
-        return rows[-1]
-    if table["mode"] == "leave-one-out":
-        return next((r for r in rows if r["label"] == "all steps"), rows[-1])
-    sign = 1 if table["maximize"] else -1
-    return max(rows, key=lambda r: sign * r["report_mean"])

@@ -10,25 +10,39 @@ The driver (this module, in the calling process) alone writes the store. Work go
   reglab[ray]``); each task returns its records when it ends.
 
 Interrupted studies resume: finished (configuration, seed) runs are skipped, and an unfinished job
-continues from its checkpoint folder ``<out>/checkpoints/<config key>/``.
+continues from its checkpoint folder ``<out>/checkpoints/<config key>/``. Studies grow: runs are keyed
+by (resolved configuration, seed), so an edited study (a step added, a knob changed, more seeds) run
+in the same folder trains only the (configuration, seed) pairs the store lacks.
+
+Same study, same numbers: every executor trains with the same number of torch threads (``threads``,
+default: torch's own default in the calling process; float results depend on it), and whether a
+configuration's seeds train stacked is a deterministic rule (:func:`reglab.engine.grouping.decide`),
+recorded in the store.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import queue
 import threading
 import time
 import traceback
+import warnings
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
+from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..engine.callbacks import Callback
 from ..engine.grouping import fit_seeds
 from ..errors import ReglabError
 from .plan import Planned, plan
+from .report import build_table
 from .spec import StudySpec
 from .store import Store
 
@@ -43,6 +57,7 @@ class Job:
     seeds: list[int]
     run_dir: str
     grouping: str = "auto"
+    threads: int = 1
 
 
 class _EpochEvents(Callback):
@@ -61,10 +76,12 @@ class _EpochEvents(Callback):
 
 
 def execute(job: Job, emit: Callable[[Event], None]) -> None:
-    """Train one job, emitting events; safe to call in a worker process."""
+    """Train one job with ``job.threads`` torch threads, emitting events; safe to call in a worker process."""
     config = RunConfig(**job.config)
     for seed in job.seeds:
         emit(("start", job.key, seed))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
     try:
         fit_seeds(
             config, job.seeds, run_dir=job.run_dir, grouping=job.grouping,
@@ -76,6 +93,8 @@ def execute(job: Job, emit: Callable[[Event], None]) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - reported per job; the study goes on with other jobs
         emit(("error", job.key, job.seeds, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"))
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- executors ---------------------------------------------------------------------------------
@@ -87,17 +106,14 @@ def run_sequential(jobs: list[Job], handle: Callable[[Event], None], **_: Any) -
 _worker_queue: Any = None
 
 
-def _init_worker(q: Any, devices: list[str], counter: Any, threads: int) -> None:
+def _init_worker(q: Any, devices: list[str], counter: Any) -> None:
     global _worker_queue
-    import torch
-
     _worker_queue = q
     with counter.get_lock():
         index = counter.value
         counter.value += 1
     if devices:
         os.environ["REGLAB_DEVICE"] = devices[index % len(devices)]
-    torch.set_num_threads(max(1, threads))
 
 
 def _execute_in_worker(job: Job) -> None:
@@ -108,16 +124,15 @@ def _execute_in_worker(job: Job) -> None:
 
 
 def run_processes(jobs: list[Job], handle: Callable[[Event], None], workers: int | None = None, **_: Any) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    import torch
-
     ctx = mp.get_context("spawn")
     gpus = torch.cuda.device_count()
     devices = [f"cuda:{i}" for i in range(gpus)]
     workers = workers or max(1, gpus) or 1
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max((j.threads for j in jobs), default=1)
+    if not devices and workers * threads > (os.cpu_count() or 1):
+        warnings.warn(f"{workers} workers x {threads} torch threads exceed the {os.cpu_count()} CPUs: training is "
+                      "oversubscribed (each run keeps its thread count so that the numbers do not depend on the "
+                      "executor; pass a smaller --threads for faster, different numbers)", stacklevel=2)
     manager = ctx.Manager()
     q = manager.Queue()
     counter = ctx.Value("i", 0)
@@ -134,7 +149,7 @@ def run_processes(jobs: list[Job], handle: Callable[[Event], None], workers: int
     reader.start()
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(q, devices, counter, threads)) as pool:
+                                 initargs=(q, devices, counter)) as pool:
             for future in [pool.submit(_execute_in_worker, job) for job in jobs]:
                 future.result()
     finally:
@@ -176,19 +191,20 @@ EXECUTORS: dict[str, Callable[..., None]] = {"sequential": run_sequential, "proc
 class _Driver:
     """Receives events, writes the store, shows progress."""
 
-    def __init__(self, spec: StudySpec, store: Store, planned: dict[str, Planned], jobs: list[Job], progress: bool):
-        self.spec, self.store, self.planned = spec, store, planned
+    def __init__(self, store: Store, planned: dict[str, Planned], jobs: list[Job], total: int, name: str,
+                 progress: bool) -> None:
+        self.store, self.planned = store, planned
         self.labels = {j.key: j.label for j in jobs}
+        self.threads = {j.key: j.threads for j in jobs}
+        self.sizes = {j.key: len(j.seeds) for j in jobs}
         self.errors: list[str] = []
         self.decisions: dict[str, tuple[bool, str]] = {}
-        self.runs_total = len(spec.seed_list) * len(planned)
-        self.runs_done = self.runs_total - sum(len(j.seeds) for j in jobs)
+        self.runs_total = total
+        self.runs_done = total - sum(len(j.seeds) for j in jobs)
         self.bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             units = sum(len(j.seeds) * RunConfig(**j.config).epochs for j in jobs)
-            self.bar = tqdm(total=units, desc=f"study {spec.name}", unit="epoch", dynamic_ncols=True)
+            self.bar = tqdm(total=units, desc=f"study {name}", unit="epoch", dynamic_ncols=True)
             self._postfix("")
 
     def _postfix(self, current: str) -> None:
@@ -200,31 +216,36 @@ class _Driver:
         label = self.labels.get(key, key)
         config = self.planned[key].config
         if kind == "start":
-            self.store.start_run(self.spec.name, key, event[2], label, config.model_dump(), config.device)
+            self.store.start_run(key, event[2], label, config.model_dump(), config.device, self.threads[key])
         elif kind == "epoch":
             seed, record = event[2], event[3]
-            self.store.add_epoch(self.spec.name, key, seed, record)
+            self.store.add_epoch(key, seed, record)
             if self.bar is not None:
                 self.bar.update(1)
                 self._postfix(f"| {label} seed {seed} epoch {record['epoch']}/{config.epochs}")
         elif kind == "result":
             result = event[2]
-            self.store.finish_run(self.spec.name, key, result)
+            self.store.finish_run(key, result)
             self.runs_done += 1
             if self.bar is not None:
                 self.bar.update(max(0, config.epochs - len(result.history)))  # stopped early
                 self._postfix(f"| {label} seed {result.seed} done")
         elif kind == "decision":
             self.decisions[key] = (event[2], event[3])
+            if self.sizes[key] > 1 or key not in self.store.decisions():  # a lone leftover seed says little
+                self.store.record_decision(key, event[2], event[3])
         elif kind == "error":
             seeds, message = event[2], event[3]
             for seed in seeds:
-                self.store.fail_run(self.spec.name, key, seed, message)
+                self.store.fail_run(key, seed, message)
             self.errors.append(f"{label} seeds {seeds}: {message.splitlines()[0]}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+GROUPINGS = ("auto", "group", "single")
 
 
 def run_study(
@@ -236,33 +257,68 @@ def run_study(
     ray_address: str | None = None,
     device: str | None = None,
     grouping: str = "auto",
+    threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train every (configuration, seed) of ``spec`` the store in ``out`` lacks; return the
-    driver's summary (errors, grouping decisions). The report is built by :mod:`.report`."""
+    driver's summary (errors, grouping decisions, runs planned, reused and trained). Everything is
+    validated (the configurations are planned) before the folder or its store is created. With
+    adaptive seeds, seeds are added look by look to the configurations of undecided comparisons
+    (:class:`~reglab.study.spec.AdaptiveSeeds`). The report is built by :mod:`.report`."""
     if executor not in EXECUTORS:
         raise ReglabError(f"unknown executor '{executor}' (allowed: {', '.join(EXECUTORS)})")
-    out = Path(out)
-    store = Store(out / "results.sqlite")
-    previous = store.study_spec(spec.name)
-    if previous is not None and previous != spec.model_dump():
-        raise ReglabError(f"{out}: holds study '{spec.name}' with a different definition; use another --out")
-    store.save_study(spec.name, spec.model_dump())
+    if grouping not in GROUPINGS:
+        raise ReglabError(f"unknown grouping '{grouping}' (allowed: {', '.join(GROUPINGS)})")
+    threads = threads or torch.get_num_threads()
     planned = plan(spec)
     if device is not None:
         for p in planned:
             p.config = p.config.model_copy(update={"device": device})
-    done = store.done(spec.name)
-    jobs = []
-    for p in planned:
-        todo = [s for s in spec.seed_list if (p.key, s) not in done]
-        if todo:
-            jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / p.key), grouping))
-    driver = _Driver(spec, store, {p.key: p for p in planned}, jobs, progress)
-    started = time.perf_counter()
-    try:
-        EXECUTORS[executor](jobs, driver.handle, workers=workers, ray_address=ray_address)
-    finally:
-        driver.close()
-    return {"errors": driver.errors, "decisions": driver.decisions, "seconds": time.perf_counter() - started,
-            "jobs": len(jobs)}
+    out = Path(out)
+    store = Store(out / "results.sqlite")
+    definition = store.save_definition(spec.name, spec.model_dump())
+    before = store.finished()
+    wanted = {p.key: spec.seed_list[: spec.looks[0]] for p in planned}
+    errors: list[str] = []
+    decisions: dict[str, tuple[bool, str]] = {}
+    trained, started = 0, time.perf_counter()
+    while True:
+        finished = store.finished()
+        jobs = []
+        for p in planned:
+            todo = [s for s in wanted[p.key] if (p.key, s) not in finished]
+            if todo:
+                jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / p.key), grouping,
+                                threads))
+        total = sum(len(v) for v in wanted.values())
+        driver = _Driver(store, {p.key: p for p in planned}, jobs, total, spec.name, progress)
+        try:
+            EXECUTORS[executor](jobs, driver.handle, workers=workers, ray_address=ray_address)
+        finally:
+            driver.close()
+        trained += sum(len(j.seeds) for j in jobs)
+        errors += driver.errors
+        decisions.update(driver.decisions)
+        if not spec.adaptive or errors or not _more_seeds(spec, store, wanted):
+            break
+    planned_runs = sum(len(v) for v in wanted.values())
+    reused = sum((key, s) in before for key, seeds in wanted.items() for s in seeds)
+    store.record_invocation(definition, planned_runs, reused, trained)
+    return {"errors": errors, "decisions": decisions, "seconds": time.perf_counter() - started,
+            "planned": planned_runs, "reused": reused, "trained": trained}
+
+
+def _more_seeds(spec: StudySpec, store: Store, wanted: dict[str, list[int]]) -> bool:
+    """After a look: give the next look's seeds to both configurations of every undecided
+    comparison; whether any configuration got more."""
+    table = build_table(spec, store)
+    grown = False
+    for c in table["comparisons"]:
+        if c["state"] != "undecided":
+            continue
+        after = next((m for m in spec.looks if m > c["n"]), None)
+        for key in (c["a_key"], c["b_key"]):
+            if after is not None and len(wanted[key]) < after:
+                wanted[key] = spec.seed_list[:after]
+                grown = True
+    return grown

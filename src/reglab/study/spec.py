@@ -5,7 +5,9 @@ A study file (TOML or YAML) reads like this::
     name = "quickstart"
     description = "MNIST-1D MLP: from plain SGD to a regularized model"
     mode = "incremental"          # incremental | isolated | leave-one-out | orders
-    seeds = 3                     # a count (seeds 0..n-1) or an explicit list
+    seeds = 3                     # a count (seeds 0..n-1), an explicit list, or adaptive:
+    # seeds = { min = 3, max = 11, step = 2, target = 0.01 }   (see AdaptiveSeeds)
+    min_effect = 0.01             # optional: the difference a power hint is computed for
     metric = "val_accuracy"       # validation metric that selects each run's best epoch
     report_metric = "test_accuracy"  # metric compared across configurations in the report
 
@@ -37,6 +39,7 @@ from ..config import RunConfig, load_file, parse_config
 from ..techniques import resolve_techniques
 from ..errors import ReglabError
 from ..options import format_validation_error
+from .statistics import planned_looks
 
 Mode = Literal["incremental", "isolated", "leave-one-out", "orders"]
 _NOT_IN_BASE = ("techniques", "seed")
@@ -56,13 +59,38 @@ class Step(BaseModel):
         return self
 
 
+class AdaptiveSeeds(BaseModel):
+    """Seeds added in batches where comparisons are still undecided: the study trains ``min`` seeds,
+    then looks; while a comparison is undecided (not helped/hurt after correction, not precise
+    enough) and fewer than ``max`` seeds are trained, ``step`` more seeds go to the configurations
+    of the undecided comparisons. The looks (``min``, ``min + step``, ..., ``max``) are fixed in
+    advance and the p-values corrected for them (Bonferroni over looks, then Holm), so stopping early
+    does not inflate false positives. ``target``: stop adding seeds to a comparison once its 95% t
+    interval's half-width is at most this (report-metric units, e.g. 0.01 = 1 accuracy point)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: int = Field(3, ge=2, description="seeds trained first")
+    max: int = Field(11, ge=2, description="most seeds a configuration gets")
+    step: int = Field(2, ge=1, description="seeds added per look")
+    target: float | None = Field(None, gt=0, description="stop when the CI half-width is at most this")
+    first: int = Field(0, ge=0, description="the seeds are first, first + 1, ...")
+
+    @model_validator(mode="after")
+    def _order(self) -> AdaptiveSeeds:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="study name (folder name)")
     description: str = ""
     mode: Mode = "incremental"
-    seeds: int | list[int] = Field(3, description="number of seeds (0..n-1) or the list of seeds")
+    seeds: int | list[int] | AdaptiveSeeds = Field(3, description="number of seeds (0..n-1), the list of seeds, or adaptive {min, max, step, target}")
+    min_effect: float | None = Field(None, gt=0, description="difference (report-metric units) for the power hint")
     metric: str | None = Field(None, description="validation metric selecting each run's best epoch")
     report_metric: str | None = Field(None, description="metric compared in the report (default: test_ twin of metric)")
     orders: int = Field(3, ge=1, description="number of random step orders (mode = orders)")
@@ -71,9 +99,21 @@ class StudySpec(BaseModel):
     baseline: list[dict[str, Any]] = Field(default_factory=list, description="techniques of the baseline")
     steps: list[Step] = Field(min_length=1)
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _adaptive(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # validate the table as AdaptiveSeeds, with its own error messages
+            try:
+                return AdaptiveSeeds(**v)
+            except pydantic.ValidationError as err:
+                e = err.errors()[0]
+                where = ".".join(str(x) for x in e["loc"])
+                raise ValueError(f"{where + ': ' if where else ''}{e['msg']}") from None
+        return v
+
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+    def _seeds(cls, v: int | list[int] | AdaptiveSeeds) -> int | list[int] | AdaptiveSeeds:
         if isinstance(v, int) and v < 1:
             raise ValueError("must be >= 1")
         if isinstance(v, list) and (not v or len(set(v)) != len(v)):
@@ -90,7 +130,25 @@ class StudySpec(BaseModel):
 
     @property
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+        """Every seed the study may train (adaptive: up to ``max``)."""
+        if isinstance(self.seeds, AdaptiveSeeds):
+            return list(range(self.seeds.first, self.seeds.first + self.seeds.max))
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else sorted(self.seeds)
+
+    @property
+    def adaptive(self) -> bool:
+        return isinstance(self.seeds, AdaptiveSeeds)
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        """The planned seed counts at which comparisons are tested (one look for fixed seeds)."""
+        if isinstance(self.seeds, AdaptiveSeeds):
+            return planned_looks(self.seeds.min, self.seeds.step, self.seeds.max)
+        return (max(2, len(self.seed_list)),)
+
+    @property
+    def target_halfwidth(self) -> float | None:
+        return self.seeds.target if isinstance(self.seeds, AdaptiveSeeds) else None
 
     def run_config(self, techniques: list[dict[str, Any]], overrides: dict[str, Any]) -> RunConfig:
         """The RunConfig of one configuration (validated, its techniques included)."""
@@ -112,13 +170,20 @@ def parse_spec(raw: dict[str, Any], where: str = "study") -> StudySpec:
             field = ".".join(map(str, first["loc"]))
             raise ReglabError(f"{where}: unknown field '{field}'") from None
         raise ReglabError(format_validation_error(err, where)) from None
-    spec.run_config(spec.baseline, {})  # base + baseline
+    try:
+        spec.run_config(spec.baseline, {})  # base + baseline
+    except ReglabError as err:
+        raise ReglabError(f"{where}: baseline: {err}") from None
     for i, step in enumerate(spec.steps):
         for j, t in enumerate(step.techniques):
             try:
                 resolve_techniques([t], default_optimizer=False)
             except ReglabError as err:
                 raise ReglabError(f"{where}: steps[{i}] ({step.name}).techniques[{j}]: {err}") from None
+        try:
+            resolve_techniques(step.techniques, default_optimizer=False)
+        except ReglabError as err:
+            raise ReglabError(f"{where}: steps[{i}] ({step.name}).techniques: {err}") from None
         try:
             spec.run_config(spec.baseline, step.set)
         except ReglabError as err:

@@ -68,7 +68,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -77,27 +77,11 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.proportion import proportion_confint
 
+from ..config import jsonable
+
 NAN = math.nan
 Values = Union[Mapping[Any, float], Sequence[float]]
 """Per-seed metric values: a mapping seed -> value (paired by seed) or a sequence (paired by position)."""
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with dataclasses as dicts, tuples/arrays as lists, numpy scalars as Python ones and
-    NaN/inf as ``None``, so that ``json.dumps(..., allow_nan=False)`` accepts it."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return obj.to_json() if hasattr(obj, "to_json") else jsonable(asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:

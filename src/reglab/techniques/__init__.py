@@ -3,9 +3,13 @@
 
 ``make("dropout", p=0.2)`` builds one with validated knobs; ``TECHNIQUES`` maps names to classes;
 :func:`resolve_techniques` turns a configuration's list of ``{"name": ..., knob: value}`` tables into
-technique objects and applies the composition rule: an exclusive kind (the optimizer, the main LR
-schedule) holds one technique, so a later ``adamw`` replaces an earlier ``sgd``; any other technique
-given twice keeps its last knobs.
+technique objects. A configuration holds at most one technique of an exclusive kind (optimizer,
+schedule, normalization, stopping), each technique once, and at most one technique that replaces
+the training loss: two of them in one list is a one-line error naming both (warmup, a declared
+schedule modifier, composes with a schedule). :func:`compose` stacks layers of techniques, as a
+study puts its steps on its baseline: a later layer's technique replaces an earlier layer's of the
+same exclusive kind (a step ``adamw`` replaces the baseline's ``sgd``) or of the same name (its
+knobs win).
 """
 from __future__ import annotations
 
@@ -68,23 +72,45 @@ def make(name: str, **knobs: Any) -> Technique:
         raise ReglabError(msg) from None
 
 
-def resolve_techniques(specs: list[dict[str, Any]], default_optimizer: bool = True) -> list[Technique]:
-    """Validated :class:`Technique` objects, one per slot, in order.
+def _make(spec: Any, where: str) -> Technique:
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ReglabError(f"{where}: expected a table with a 'name' (got {spec!r})")
+    return make(str(spec["name"]), **{k: v for k, v in spec.items() if k != "name"})
 
-    A technique that takes the slot of an earlier one replaces it at the later position.
-    """
-    slots: dict[str, Technique] = {}
-    for i, spec in enumerate(specs):
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise ReglabError(f"techniques[{i}]: expected a table with a 'name' (got {spec!r})")
-        knobs = {k: v for k, v in spec.items() if k != "name"}
-        technique = make(str(spec["name"]), **knobs)
-        slots.pop(technique.slot, None)
-        slots[technique.slot] = technique
-    if default_optimizer and "optimizer" not in slots:
+
+def _replaces_loss(t: Technique) -> bool:
+    return type(t).compute_loss is not Technique.compute_loss
+
+
+def resolve_techniques(specs: list[dict[str, Any]], default_optimizer: bool = True) -> list[Technique]:
+    """Validated :class:`Technique` objects in order (the default optimizer first when none is
+    given); two techniques of one exclusive kind, one technique twice, or two that replace the loss
+    are an error naming both."""
+    techniques = [_make(spec, f"techniques[{i}]") for i, spec in enumerate(specs)]
+    for i, t in enumerate(techniques):
+        for u in techniques[:i]:
+            if u.slot == t.slot or (_replaces_loss(u) and _replaces_loss(t)):
+                what = (f"both {t.kind}s, and a configuration holds one" if t.slot == t.kind and u.slot == t.slot
+                        else "the same technique twice" if u.name == t.name else "both replace the training loss")
+                raise ReglabError(f"techniques '{u.name}' and '{t.name}': {what}; keep one of them")
+    if default_optimizer and not any(t.kind == "optimizer" for t in techniques):
         spec = dict(DEFAULT_OPTIMIZER)
-        slots = {"optimizer": make(spec.pop("name"), **spec), **slots}
-    return list(slots.values())
+        techniques.insert(0, make(spec.pop("name"), **spec))
+    return techniques
+
+
+def compose(layers: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The technique tables of ``layers`` stacked in order: each layer is checked on its own, and a
+    technique replaces, at its own position, one of an earlier layer with the same slot (exclusive
+    kind or name) or, when both replace the training loss, that one."""
+    out: list[tuple[Technique, dict[str, Any]]] = []
+    for layer in layers:
+        resolve_techniques(layer, default_optimizer=False)  # conflicts inside one layer
+        for spec in layer:
+            t = _make(spec, "technique")
+            out = [(u, s) for u, s in out if u.slot != t.slot and not (_replaces_loss(u) and _replaces_loss(t))]
+            out.append((t, spec))
+    return [s for _, s in out]
 
 
 def build_member(config: RunConfig, data: Data, techniques: list[Technique]) -> nn.Module:

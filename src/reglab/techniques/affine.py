@@ -63,7 +63,7 @@ class Affine(Technique):
             return torch.stack([u[:, 0] * k.degrees, u[:, 1] * 2 * k.translate, u[:, 2] * 2 * k.translate,
                                 scale, u[:, 4] * k.shear], -1)
 
-        p = per_seed(run, draw).reshape(-1, 5)
+        p = per_seed(run, self.name, draw).reshape(-1, 5)
         theta = affine_matrices(p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4], aspect=flat.shape[-2] / flat.shape[-1])
         return affine(flat, theta).reshape(x.shape), y
 

@@ -6,10 +6,11 @@ names itself, declares its kind (one of :data:`KINDS`), its source and its knobs
 needs; the hook order is documented in :mod:`reglab.engine.callbacks`. Besides those hooks a technique
 may transform the freshly built model (``apply_model``) and make the optimizer or the LR scheduler.
 
-Every tensor a hook sees has a leading *seed* dimension S. Random draws use ``run.generators[s]``,
-one CPU generator per seed (draw on the CPU, then move the small tensor to ``run.device``; see
-:func:`per_seed`), so a seed's randomness is the same whether it trains alone or in a group and on
-any device; the loop checkpoints these generators. A technique's own state goes through
+Every tensor a hook sees has a leading *seed* dimension S. Random draws use the technique's own
+stream ``run.stream(self.name)``, one CPU generator per seed seeded from (seed, technique name)
+(draw on the CPU, then move the small tensor to ``run.device``; see :func:`per_seed`), so a seed's
+randomness is the same whether it trains alone or in a group and on any device, and adding another
+technique never changes it; the loop checkpoints the streams. A technique's own state goes through
 ``state_dict``/``load_state_dict`` and is saved under its name.
 """
 from __future__ import annotations
@@ -95,10 +96,10 @@ def stack_blockers(techniques: list[Technique]) -> list[str]:
     return [f"{t.name}: {t.stack_blocker}" for t in techniques if t.stack_blocker is not None]
 
 
-def per_seed(run: Run, draw: Any) -> Tensor:
-    """``stack([draw(g) for g in run.generators])`` moved to ``run.device``: per-seed random draws
-    (shape ``(S, ...)``) made on the CPU from each seed's own generator."""
-    return torch.stack([draw(g) for g in run.generators]).to(run.device)
+def per_seed(run: Run, stream: str, draw: Any) -> Tensor:
+    """``stack([draw(g) for g in run.stream(stream)])`` moved to ``run.device``: per-seed random draws
+    (shape ``(S, ...)``) made on the CPU from each seed's generator of ``stream``."""
+    return torch.stack([draw(g) for g in run.stream(stream)]).to(run.device)
 
 
 class Schedule(Technique):

@@ -63,7 +63,7 @@ class ColorJitter(Technique):
         def draw(g: torch.Generator) -> Tensor:
             return torch.rand(batch, 4, generator=g) * 2 - 1
 
-        u = per_seed(run, draw).reshape(-1, 4)
+        u = per_seed(run, self.name, draw).reshape(-1, 4)
         out = color_jitter(x.flatten(0, 1), 1 + u[:, 0] * k.brightness, 1 + u[:, 1] * k.contrast,
                            1 + u[:, 2] * k.saturation, u[:, 3] * k.hue)
         return out.view(x.shape), y

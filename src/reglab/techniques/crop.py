@@ -46,5 +46,5 @@ class Crop(Technique):
         flat = as_channels(x, run.data.input_shape, self.name)
         dims = flat.dim() - 2
         span = 2 * self.knobs.padding + 1
-        offsets = per_seed(run, lambda g: torch.randint(span, (batch, dims), generator=g)).reshape(-1, dims)
+        offsets = per_seed(run, self.name, lambda g: torch.randint(span, (batch, dims), generator=g)).reshape(-1, dims)
         return random_crop(flat, offsets, self.knobs.padding, self.knobs.mode).reshape(x.shape), y

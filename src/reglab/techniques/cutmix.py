@@ -42,7 +42,7 @@ class CutMix(Technique):
         y = soft_targets(y, run.data.task, len(run.data.classes))
         x = x.clone()
         y = y.clone()
-        for s, g in enumerate(run.generators):
+        for s, g in enumerate(run.stream(self.name)):
             lam = beta_sample(g, self.knobs.alpha)
             cy, cx = torch.rand(2, generator=g).tolist()
             perm = torch.randperm(x.shape[1], generator=g).to(x.device)

@@ -111,7 +111,7 @@ class DeepSupervision(Technique):
     def _init_latents(self, run: Run, model: TRM, batch: int) -> tuple[Tensor, Tensor]:
         if model.latent_init == "learned":
             return model.init_latents(batch)
-        y, z = (torch.randn(batch, model.length, model.dim, generator=run.generators[0]) * model.init_std
+        y, z = (torch.randn(batch, model.length, model.dim, generator=run.stream(self.name)[0]) * model.init_std
                 for _ in range(2))
         return y.to(run.device), z.to(run.device)
 

@@ -1,4 +1,4 @@
-"""Early stopping on the run's validation metric, always restoring the best weights.
+"""Early stopping on the run's validation metric.
 
 Criteria (Prechelt, "Early Stopping -- But When?", Neural Networks: Tricks of the Trade, 1998),
 with ``E_va(t)`` the validation error after epoch t, ``E_opt(t) = min_{t' <= t} E_va(t')`` and
@@ -15,12 +15,12 @@ with ``E_va(t)`` the validation error after epoch t, ``E_opt(t) = min_{t' <= t} 
 
 The error is the run's selection metric (``config.metric``) when it is minimized (a loss), and
 ``1 - metric`` when it is maximized (an accuracy); E_tr is the matching ``train_`` metric (or the
-train loss). Whatever the criterion, the weights of the best epoch (Prechelt's E_opt) are restored
-at the end (``restore_best``). The stopper keeps no state of its own: every decision is a function
-of the recorded history, which the checkpoint holds.
+train loss). Whatever the criterion, the run reports the weights of its best epoch (Prechelt's E_opt):
+the engine selects every run's best epoch on its validation metric, with or without early stopping.
+The stopper keeps no state of its own: every decision is a function of the recorded history, which
+the checkpoint holds.
 
-Knobs: criterion="patience", patience=10, min_delta=0, alpha=5 (GL, PQ), strip=5 (k), successive=3
-(s), restore_best=True.
+Knobs: criterion="patience", patience=10, min_delta=0, alpha=5 (GL, PQ), strip=5 (k), successive=3 (s).
 """
 from __future__ import annotations
 
@@ -89,11 +89,6 @@ class EarlyStopping(Technique):
         alpha: float = Field(5.0, gt=0, description="threshold of GL_alpha and PQ_alpha")
         strip: int = Field(5, ge=1, description="strip length k of PQ and UP")
         successive: int = Field(3, ge=1, description="number s of successive rising strips (UP)")
-        restore_best: bool = Field(True, description="restore the best epoch's weights at the end")
-
-    def __init__(self, **knobs):  # noqa: ANN003
-        super().__init__(**knobs)
-        self._stop_state: dict | None = None  # weights of seeds at their stop (group, no restore)
 
     def _errors(self, run, s: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
         """(validation errors, training errors) of seed ``s`` so far."""
@@ -108,7 +103,6 @@ class EarlyStopping(Technique):
 
     def on_epoch_end(self, run):  # noqa: ANN001, ANN201
         k = self.knobs
-        newly = []
         for s in range(run.size):
             if run.stopped[s]:
                 continue
@@ -116,21 +110,3 @@ class EarlyStopping(Technique):
             if should_stop(k.criterion, val_error, train_error, patience=k.patience, min_delta=k.min_delta,
                            alpha=k.alpha, strip=k.strip, successive=k.successive):
                 run.stopped[s] = True
-                newly.append(s)
-        if newly and not k.restore_best and run.size > 1:
-            # the group keeps training the other seeds: keep this seed's weights as they were at its stop
-            if self._stop_state is None:
-                self._stop_state = run.model.snapshot()
-            run.model.copy_members(self._stop_state, run.model.live(), newly)
-
-    def on_fit_end(self, run):  # noqa: ANN001, ANN201
-        if self.knobs.restore_best:
-            run.model.restore(run.best_state)
-        elif self._stop_state is not None:
-            run.model.restore(self._stop_state, [s for s in range(run.size) if run.stopped[s]])
-
-    def state_dict(self):  # noqa: ANN201
-        return {"stop_state": self._stop_state}
-
-    def load_state_dict(self, state):  # noqa: ANN001, ANN201
-        self._stop_state = state.get("stop_state")

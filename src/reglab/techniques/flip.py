@@ -26,5 +26,5 @@ class Flip(Technique):
 
     def transform_batch(self, run, x, y):  # noqa: ANN001, ANN201
         size, batch = x.shape[:2]
-        mask = per_seed(run, lambda g: torch.rand(batch, generator=g) < self.knobs.p)
+        mask = per_seed(run, self.name, lambda g: torch.rand(batch, generator=g) < self.knobs.p)
         return flip(x.flatten(0, 1), mask.reshape(-1)).view(x.shape), y

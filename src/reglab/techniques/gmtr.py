@@ -152,4 +152,4 @@ class GMTR(Technique):
     def compute_loss(self, run: Run, out: Tensor, y: Tensor, x: Tensor) -> Tensor:
         """The GMTR loss replaces the task's MSE (penalties of other techniques are added to it)."""
         se = run.data.train.extra["standard_error"][run.batch_rows] * self.knobs.se_scale  # (S, B[, D])
-        return gmtr_loss(out.float(), y, se, run.generators)
+        return gmtr_loss(out.float(), y, se, run.stream(self.name))

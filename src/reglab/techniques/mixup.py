@@ -45,7 +45,7 @@ class Mixup(Technique):
     def transform_batch(self, run, x, y):  # noqa: ANN001, ANN201
         y = soft_targets(y, run.data.task, len(run.data.classes))
         xs, ys = [], []
-        for s, g in enumerate(run.generators):
+        for s, g in enumerate(run.stream(self.name)):
             lam = beta_sample(g, self.knobs.alpha)
             perm = torch.randperm(x.shape[1], generator=g).to(x.device)
             xm, ym = mix(x[s], y[s], lam, perm)

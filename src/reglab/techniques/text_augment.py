@@ -13,7 +13,7 @@ device, with no per-example Python:
    even positions first, then those starting at odd positions (so a token can move two places).
 
 Padding (id 0) stays at the end and is never moved into a text. Randomness comes from one generator
-per seed (``run.generators[s]``), with the same number of draws for every batch, so a seed's
+per seed (its stream ``run.stream("text_augment")[s]``), with the same number of draws for every batch, so a seed's
 augmentation is the same whether it trains alone or in a group, and after a resume.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ class TextAugment(Technique):
         k = self.knobs
         vocab_size = int(run.data.info["vocab_size"])
         out = torch.stack([
-            augment_tokens(x[s], k.p_delete, k.p_insert, k.p_swap, run.generators[s], vocab_size)
+            augment_tokens(x[s], k.p_delete, k.p_insert, k.p_swap, run.stream(self.name)[s], vocab_size)
             for s in range(x.shape[0])
         ])
         return out, y
