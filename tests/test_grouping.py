@@ -15,12 +15,13 @@ config = mlp_config
 
 
 def test_techniques_that_cannot_stack_fall_back_and_say_why():
-    cfg = config([{"name": "adam"}, {"name": "plateau"}])
-    assert blockers(cfg) == ["plateau: the learning rate depends on each seed's own validation curve"]
-    d = decide(cfg, [0, 1, 2], DATA)
-    assert not d.grouped and "plateau" in d.reason
+    assert blockers(config([{"name": "adam"}, {"name": "deep_supervision"}]))[0].startswith("deep_supervision: ACT halts")
+    assert blockers(config([{"name": "adam"}, {"name": "plateau"}])) == []  # per-seed learning rates
+    cfg = config([{"name": "adam"}], dataset="digits", vary_split=True)  # each seed its own split
+    d = decide(cfg, [0, 1, 2], None)
+    assert not d.grouped and "vary_split" in d.reason
     decisions = []
-    results = fit_seeds(cfg, [0, 1], data=DATA, grouping="group", on_decision=decisions.append)
+    results = fit_seeds(cfg, [0, 1], grouping="group", on_decision=decisions.append)
     assert not decisions[0].grouped and [r.seed for r in results] == [0, 1]
 
 

@@ -325,9 +325,12 @@ def test_sigkill_mid_study_then_rerun_resumes_from_the_checkpoint_to_the_same_re
     before, epochs_before = _status(db), _epochs(db)
     finished_before = {k: fin for k, (st, fin) in before.items() if st == "done"}
     assert 1 <= len(finished_before) < 4, "the kill must land mid-study"
-    [killed] = [k for k, (st, _) in before.items() if st == "running"]
-    last = crashed / "checkpoints" / killed[0] / f"seed-{killed[1]}" / "last.pt"  # plateau: one seed at a time
-    checkpointed = ckpt.load(last)["epoch"]  # the store may hold one epoch more than the checkpoint
+    killed = [k for k, (st, _) in before.items() if st == "running"]
+    assert killed and len({key for key, _ in killed}) == 1  # one configuration, its seeds stacked or not
+    seeds = {seed for _, seed in killed}
+    states = [ckpt.load(p) for p in (crashed / "checkpoints").glob(f"*{killed[0][0]}*/*/last.pt")]
+    [state] = [st for st in states if seeds <= set(st["seeds"])]  # the checkpoint the killed run continues
+    checkpointed = state["epoch"]  # the store may hold one epoch more than the checkpoint
     assert checkpointed >= 2
 
     subprocess.run(_cli("study", str(path), "-o", str(crashed), *args), check=True, env=env, capture_output=True)
@@ -335,13 +338,13 @@ def test_sigkill_mid_study_then_rerun_resumes_from_the_checkpoint_to_the_same_re
     assert all(st == "done" for st, _ in after.values()) and len(after) == 4
     for key, fin in finished_before.items():
         assert after[key][1] == fin  # finished runs were not recomputed
-    [run] = [r for r in Store(db).runs() if (r.config_key, r.seed) == killed]
-    history = run.history
-    for e in range(1, checkpointed + 1):  # the epochs before the kill came back from the checkpoint
-        assert history[e - 1]["seconds"] == epochs_before[(*killed, e)]["seconds"], e
-    lrs = [h["lr"] for h in history]
-    assert any(lrs[e] < lrs[e - 1] for e in range(checkpointed, len(lrs))), "plateau must cut the LR after the kill"
-    assert checkpointed < len(history) < 30, "early stopping must fire after the kill, before the last epoch"
+    for run in (r for r in Store(db).runs() if (r.config_key, r.seed) in killed):
+        history = run.history
+        for e in range(1, checkpointed + 1):  # the epochs before the kill came back from the checkpoint
+            assert history[e - 1]["seconds"] == epochs_before[(run.config_key, run.seed, e)]["seconds"], e
+        lrs = [h["lr"] for h in history]
+        assert any(lrs[e] < lrs[e - 1] for e in range(checkpointed, len(lrs))), "plateau must cut the LR after the kill"
+        assert checkpointed < len(history) < 30, "early stopping must fire after the kill, before the last epoch"
     assert _table(crashed) == _table(clean)
 
 

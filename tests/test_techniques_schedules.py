@@ -215,6 +215,36 @@ def test_plateau_reduces_after_patience_epochs_without_improvement():
     assert [r["lr"] for r in result.history] == [0.1] * 6
 
 
-def test_plateau_with_several_seeds_is_a_one_line_reglab_error():
-    with pytest.raises(ReglabError, match="plateau"):
-        fit(config([{"name": "plateau"}]), seeds=[0, 1], data=DATA, progress=False)
+class ScriptedPerSeed(Callback):
+    """Per seed s, overwrites the recorded validation accuracy with values[s][epoch - 1]."""
+
+    order = 1
+
+    def __init__(self, values):
+        self.values = values
+
+    def on_epoch_end(self, run):
+        for s in range(run.size):
+            run.history[s][-1]["val_accuracy"] = self.values[s][run.epoch - 1]
+        self.last = [run.model.member(s).state_dict() for s in range(run.size)]  # the weights after each epoch
+
+
+def test_plateau_gives_each_stacked_seed_its_own_learning_rate():
+    """Two seeds stacked in one optimizer: seed 0 plateaus (its LR halves after epoch 3), seed 1 keeps
+    improving (its LR stays); each seed's weights equal those of the seed trained alone on its curve."""
+    curves = [[0.5, 0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5]]
+    cfg = config([{"name": "sgd", "lr": 0.1, "momentum": 0.9}, {"name": "plateau", "patience": 1, "factor": 0.5}], epochs=5)
+    scripted = ScriptedPerSeed(curves)
+    group = fit(cfg, seeds=[0, 1], data=DATA, callbacks=(scripted,), progress=False)
+    assert [r["lr"] for r in group[0].history] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05])
+    assert [r["lr"] for r in group[1].history] == pytest.approx([0.1] * 5)
+    # the reference: each seed alone with the same learning rates set on its optimizer directly
+    sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
+    references = [[sgd, {"name": "multistep", "milestones": [3], "gamma": 0.5}], [sgd]]
+    for s in (0, 1):
+        ref = config(references[s], epochs=5, seed=s)
+        reference = ScriptedPerSeed([curves[s]])
+        [alone] = fit(ref, data=DATA, callbacks=(reference,), progress=False)
+        assert [r["lr"] for r in alone.history] == pytest.approx([r["lr"] for r in group[s].history])
+        for name, a in reference.last[0].items():  # the last epoch's weights, after the cut
+            torch.testing.assert_close(a, scripted.last[s][name], rtol=1e-4, atol=1e-5)

@@ -71,6 +71,7 @@ def save_checkpoint(run: Run, path: Path) -> None:
         "history": run.history,
         "stopped": run.stopped,
         "diverged": run.diverged,
+        "lr_scale": run.lr_scale,
         "stop_state": run.stop_state,
         "best_value": run.best_value,
         "best_epoch": run.best_epoch,
@@ -101,7 +102,7 @@ def load_checkpoint(run: Run, path: Path) -> None:
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
     run.history, run.stopped, run.diverged = state["history"], state["stopped"], state["diverged"]
-    run.stop_state = state["stop_state"]
+    run.stop_state, run.lr_scale = state["stop_state"], state["lr_scale"]
     run.best_value, run.best_epoch = state["best_value"], state["best_epoch"]
     run.best_state = state["best_state"]
     run.trajectory = state["trajectory"]

@@ -169,7 +169,8 @@ def end_of_epoch(run: Run, train_records: list[dict[str, float]], seconds: float
     for s in range(run.size):
         if run.stopped[s]:
             continue
-        record = {"epoch": run.epoch, "step": run.batches, **train_records[s], **val[s], "lr": run.lr, "seconds": seconds}
+        record = {"epoch": run.epoch, "step": run.batches, **train_records[s], **val[s], "lr": run.lr * run.lr_scale[s],
+                  "seconds": seconds}
         run.history[s].append(record)
         if run.metric not in record:
             raise ReglabError(f"metric '{run.metric}' is not recorded (recorded: {', '.join(record)})")

@@ -70,6 +70,7 @@ class Run:
     order_state: list[Tensor] | None = None  # the "order" stream's states it was drawn from (checkpointed)
     cursor: int = 0  # rows of ``order`` consumed
     diverged: list[bool] = field(default_factory=list)  # seeds stopped by a non-finite training loss
+    lr_scale: list[float] = field(default_factory=list)  # per-seed multiplier of the optimizer's learning rate
     stop_state: dict[str, Tensor] | None = None  # weights of seeds at the epoch they stopped (groups)
     history: list[list[dict[str, float]]] = field(default_factory=list)
     stopped: list[bool] = field(default_factory=list)
@@ -99,6 +100,7 @@ class Run:
 
     @property
     def lr(self) -> float:
+        """The optimizer's learning rate (each seed's is this times ``lr_scale[s]``)."""
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer else float("nan")
 
     def record(self, s: int) -> dict[str, float]:
@@ -187,7 +189,7 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
         hooks=hook_table([*techniques, *callbacks]), device=device, metric=metric,
         maximize=metric_maximized(metric), steps_per_epoch=max(1, n // batch), history=[[] for _ in seeds],
         stopped=[False] * len(seeds), best_value=[-math.inf if metric_maximized(metric) else math.inf] * len(seeds),
-        best_epoch=[0] * len(seeds), channels_last=use_cl, diverged=[False] * len(seeds),
+        best_epoch=[0] * len(seeds), channels_last=use_cl, diverged=[False] * len(seeds), lr_scale=[1.0] * len(seeds),
     )
     params = list(model.parameters())
     for t in techniques:

@@ -93,14 +93,30 @@ def training_loss(run: Run, out: Tensor, y: Tensor, x: Tensor) -> Tensor:
 
 def optimizer_step(run: Run, losses: Tensor) -> None:
     """Backward of the per-seed losses' sum (each seed's gradient equals its solo gradient), the
-    ``after_backward`` and ``before_step`` hooks, one optimizer step."""
+    ``after_backward`` and ``before_step`` hooks, one optimizer step.
+
+    Per-seed learning rates: when ``run.lr_scale`` is not all ones, each seed's update is scaled by
+    its factor after the step. The update of every optimizer here (SGD, Adam, AdamW, Adadelta) is
+    linear in the learning rate given its state, and their state does not depend on it, so this is
+    the step at learning rate ``lr * lr_scale[s]`` (to float rounding), for stacked seeds in one
+    optimizer (e.g. ``plateau``'s per-seed reductions)."""
     run.optimizer.zero_grad(set_to_none=True)
     losses.sum().backward()
     for hook in run.hooks["after_backward"]:
         hook(run)
     for hook in run.hooks["before_step"]:
         hook(run)
+    scaled = any(f != 1.0 for f in run.lr_scale)
+    if scaled:
+        params = list(run.model.parameters())
+        before = [p.detach().clone() for p in params]
     run.optimizer.step()
+    if scaled:
+        scale = torch.tensor(run.lr_scale, device=run.device)
+        with torch.no_grad():
+            for p, old in zip(params, before):
+                factor = scale.view(-1, *[1] * (p.dim() - 1)) if run.size > 1 else scale[0]
+                p.copy_(old + (p - old) * factor.to(p.dtype))
     run.step += 1
 
 
