@@ -7,6 +7,7 @@ command line's ``key=value`` and ``name:knob=value`` forms.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from pathlib import Path
@@ -55,7 +56,9 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
         if first["type"] == "extra_forbidden":
             field = ".".join(map(str, first["loc"]))
             allowed = ", ".join(RunConfig.model_fields)
-            raise ReglabError(f"{where}: unknown field '{field}' (allowed: {allowed})") from None
+            close = difflib.get_close_matches(field, list(RunConfig.model_fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ReglabError(f"{where}: unknown field '{field}' (allowed: {allowed}){hint}") from None
         raise ReglabError(format_validation_error(err, where)) from None
     return config
 

@@ -10,12 +10,13 @@ The driver (this module, in the calling process) alone writes the store. Work go
   reglab[ray]``); each task returns its records when it ends.
 
 Interrupted studies resume: finished (configuration, seed) runs are skipped, and an unfinished job
-continues from its checkpoint folder ``<out>/checkpoints/<config key>/``.
+continues from its checkpoint folder ``<out>/checkpoints/<label>-<config key>/``.
 """
 from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import time
 import traceback
@@ -227,6 +228,12 @@ class _Driver:
             self.bar.close()
 
 
+def folder_name(label: str, key: str) -> str:
+    """A configuration's checkpoint folder: its label as a slug, then its key (``adamw-1f1c3662bf18``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:48].rstrip("-")
+    return f"{slug}-{key}" if slug else key
+
+
 def run_study(
     spec: StudySpec,
     out: str | Path,
@@ -257,7 +264,7 @@ def run_study(
     for p in planned:
         todo = [s for s in spec.seed_list if (p.key, s) not in done]
         if todo:
-            jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / p.key), grouping))
+            jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / folder_name(p.label, p.key)), grouping))
     driver = _Driver(spec, store, {p.key: p for p in planned}, jobs, progress)
     started = time.perf_counter()
     try:
