@@ -28,6 +28,8 @@ from typing import Any
 from ..config import RunConfig
 from ..engine.callbacks import Callback
 from ..engine.grouping import fit_seeds
+from ..engine.progress import progress_bar
+from ..engine.tensorboard import TensorBoard, require_tensorboard
 from ..errors import ReglabError
 from .plan import Planned, plan
 from .spec import StudySpec
@@ -44,6 +46,7 @@ class Job:
     seeds: list[int]
     run_dir: str
     grouping: str = "auto"
+    tensorboard: str | None = None  # this configuration's TensorBoard folder (one subfolder per seed)
 
 
 class _EpochEvents(Callback):
@@ -69,7 +72,7 @@ def execute(job: Job, emit: Callable[[Event], None]) -> None:
     try:
         fit_seeds(
             config, job.seeds, run_dir=job.run_dir, grouping=job.grouping,
-            callbacks=(_EpochEvents(job.key, emit),),
+            callbacks=(_EpochEvents(job.key, emit), *_logging(job)),
             on_result=lambda r: emit(("result", job.key, r)),
             on_decision=lambda d: emit(("decision", job.key, d.grouped, d.reason)), keep_models=False,
         )
@@ -77,6 +80,13 @@ def execute(job: Job, emit: Callable[[Event], None]) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - reported per job; the study goes on with other jobs
         emit(("error", job.key, job.seeds, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"))
+
+
+def _logging(job: Job) -> tuple[Callback, ...]:
+    """The job's TensorBoard callback, when the study writes event files."""
+    if job.tensorboard is None:
+        return ()
+    return (TensorBoard(job.tensorboard, {"label": job.label, "config_key": job.key}),)
 
 
 # ---- executors ---------------------------------------------------------------------------------
@@ -185,11 +195,9 @@ class _Driver:
         self.runs_total = len(spec.seed_list) * len(planned)
         self.runs_done = self.runs_total - sum(len(j.seeds) for j in jobs)
         self.bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
+        if progress:  # a bar on a terminal, one line per epoch in a log
             units = sum(len(j.seeds) * RunConfig(**j.config).epochs for j in jobs)
-            self.bar = tqdm(total=units, desc=f"study {spec.name}", unit="epoch", dynamic_ncols=True)
+            self.bar = progress_bar(units, f"study {spec.name}", "epoch")
             self._postfix("")
 
     def _postfix(self, current: str) -> None:
@@ -244,11 +252,15 @@ def run_study(
     device: str | None = None,
     grouping: str = "auto",
     progress: bool = True,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train every (configuration, seed) of ``spec`` the store in ``out`` lacks; return the
-    driver's summary (errors, grouping decisions). The report is built by :mod:`.report`."""
+    driver's summary (errors, grouping decisions). The report is built by :mod:`.report`.
+    ``tensorboard``: a folder for event files, ``<tensorboard>/<study>/<label>-<key>/seed-<seed>/``."""
     if executor not in EXECUTORS:
         raise ReglabError(f"unknown executor '{executor}' (allowed: {', '.join(EXECUTORS)})")
+    if tensorboard is not None:
+        require_tensorboard()
     out = Path(out)
     store = Store(out / "results.sqlite")
     previous = store.study_spec(spec.name)
@@ -264,7 +276,9 @@ def run_study(
     for p in planned:
         todo = [s for s in spec.seed_list if (p.key, s) not in done]
         if todo:
-            jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / folder_name(p.label, p.key)), grouping))
+            folder = folder_name(p.label, p.key)
+            board = str(Path(tensorboard) / spec.name / folder) if tensorboard is not None else None
+            jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / folder), grouping, board))
     driver = _Driver(spec, store, {p.key: p for p in planned}, jobs, progress)
     started = time.perf_counter()
     try:

@@ -54,6 +54,7 @@ def study(
     workers: int | None = None,
     grouping: str = "auto",
     progress: bool = True,
+    tensorboard: str | Path | None = None,
     init: Callable[[nn.Module], object] | None = None,
     task: str | None = None,
     val: Any = None,
@@ -67,7 +68,8 @@ def study(
     ``model``, ``data``, ``init``, ``task``, ``val``, ``test``, ``test_fraction`` as in
     :func:`reglab.fit`; ``steps``: study steps or single techniques; ``baseline``: the techniques
     every configuration starts from; ``base``: RunConfig settings shared by every run (``epochs``,
-    ``batch_size``, ...); ``mode``: incremental, isolated, leave-one-out or orders.
+    ``batch_size``, ...); ``mode``: incremental, isolated, leave-one-out or orders; ``tensorboard``: a
+    folder for TensorBoard event files (:mod:`reglab.engine.tensorboard`).
     """
     prepared = prepare_data(data, base, task=task, val=val, test=test, test_fraction=test_fraction)
     in_memory = not isinstance(data, str) or not isinstance(model, str)
@@ -83,7 +85,8 @@ def study(
             raw["metric"] = metric
         spec = parse_spec(raw, "reglab.study")
         folder = Path(out) if out is not None else Path("reglab-runs") / spec.name
-        summary = run_study(spec, folder, executor=executor, workers=workers, grouping=grouping, progress=progress)
+        summary = run_study(spec, folder, executor=executor, workers=workers, grouping=grouping, progress=progress,
+                            tensorboard=tensorboard)
         table = render(spec, Store(folder / "results.sqlite"), folder / "report")
     table["errors"] = summary["errors"]
     table["folder"] = str(folder)
