@@ -213,3 +213,24 @@ def export(model: Trained, path: str | Path, format: str = "exported-program") -
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ReglabError(f"export {format}: {type(err).__name__}: {first}") from None
     return path
+
+
+@torch.no_grad()
+def verify(model: Trained, path: str | Path, format: str) -> float | None:
+    """The largest absolute difference between ``model`` and the file :func:`export` wrote, on a
+    batch of its example inputs; ``None`` when the runtime of ``format`` (onnxruntime) is missing."""
+    model = model.cpu().eval()
+    x = model.example(batch=5)
+    expected = model(x)
+    if format == "exported-program":
+        got = torch.export.load(str(path)).module()(x)
+    elif format == "torchscript":
+        got = torch.jit.load(str(path))(x)
+    else:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return None
+        import onnxruntime  # the optional extra, off the import path
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    return float((got.float() - expected.float()).abs().max())
