@@ -165,3 +165,17 @@ def test_export_round_trips_in_every_format(tmp_path, monkeypatch, model, option
     unknown = invoke("export", str(run), "--format", "onnxx")
     assert "did you mean 'onnx'?" in str(unknown.exception)
     assert np.isfinite(expected.numpy()).all()
+
+
+def test_progress_is_a_line_per_update_in_logs(capsys) -> None:
+    from reglab.engine.progress import Lines, progress_bar
+
+    bar = progress_bar(3, "[repro]", "panel")  # stderr is captured: not a terminal
+    assert isinstance(bar, Lines)
+    for name in ("a", "b", "c"):
+        bar.update(1)
+        bar.set_postfix_str(f"{name} done")
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["[repro]: panel 1/3 a done", "[repro]: panel 2/3 b done",
+                                                       "[repro]: panel 3/3 c done"]

@@ -208,3 +208,25 @@ def test_the_study_call_trains_a_users_module_and_reports(tmp_path) -> None:
     assert again["rows"] == table["rows"]  # the second call reuses every stored run
     with pytest.raises(ReglabError, match="cannot see an in-memory model"):
         reglab.study(net, (x, y), steps=["batchnorm"], executor="processes", out=tmp_path / "p")
+
+
+def test_a_users_module_trains_stacked_and_alone_alike() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3))
+
+        def forward(self, x):
+            return self.body(x)
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 1, 16, generator=g)
+    y = torch.randint(0, 3, (200,), generator=g)
+    techniques = ["adamw", "batchnorm", "dropout:p=0.2", "crop:padding=2"]
+    grouped = reglab.fit(Net(), (x, y), techniques, seeds=[0, 1, 2], epochs=2, grouping="group", progress=False)
+    single = reglab.fit(Net(), (x, y), techniques, seeds=[0, 1, 2], epochs=2, grouping="single", progress=False)
+    assert grouped[0].metrics["group_size"] == 3 and single[0].metrics["group_size"] == 1
+    for a, b in zip(grouped, single):
+        for key in ("train_loss", "val_loss", "val_accuracy", "test_loss"):
+            assert a.metrics[key] == pytest.approx(b.metrics[key], rel=1e-4, abs=1e-5), key
+    assert len({round(r.metrics["val_loss"], 6) for r in grouped}) == 3  # three different seeds

@@ -58,8 +58,8 @@ def type_label(ann: Any, metadata: Any = ()) -> str:
         return type_label(args[0], [*args[1:], *metadata])
     if origin is typing.Literal:
         text = "|".join(map(str, args))
-    elif origin in (typing.Union, types.UnionType):
-        text = " | ".join(type_label(a) for a in args)
+    elif origin in (typing.Union, types.UnionType):  # bounds belong to the non-None members
+        return " | ".join(type_label(a, () if a is type(None) else metadata) for a in args)
     elif origin is not None:
         text = f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_label(a) for a in args)}]"
     else:

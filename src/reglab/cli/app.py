@@ -1,6 +1,8 @@
-"""The ``reglab`` commands: train, list, study, report, repro (``audit`` is mounted from :mod:`.audit`).
+"""The ``reglab`` commands: train, list, study, report, repro, export (``audit`` is mounted from :mod:`.audit`).
 
-Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback.
+Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback. Every
+command writes to ``reglab-runs/<name>/`` unless ``--out`` says otherwise; ``--version`` prints the
+version; ``--install-completion`` / ``--show-completion`` are typer's shell completion.
 """
 from __future__ import annotations
 
