@@ -14,9 +14,11 @@ import reglab
 from reglab.data.tensors import from_tensors
 from reglab.engine.checkpoint import load as load_state
 from reglab.engine.checkpoint import save as save_state
+from reglab.engine.run import build_members
 from reglab.engine.trained import Trained
 from reglab.errors import ReglabError
-from reglab.models import MODELS
+from reglab.models import MODELS, custom
+from reglab.techniques import resolve_techniques
 from reglab.techniques.dropout import SeedDropout
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -40,9 +42,6 @@ def test_the_readme_example_trains_loads_predicts_and_exports_a_users_module(tmp
     assert re.fullmatch(r"custom:Net@[0-9a-f]{12}", config["model"]) and re.fullmatch(r"tensors@[0-9a-f]{12}", config["dataset"])
     assert [t["name"] for t in config["techniques"]] == ["adamw", "batchnorm", "dropout", "crop"]
     assert all(isinstance(r.model, Trained) for r in results)
-    # seeds are initialized differently (reset_parameters under each seed)
-    first = [r.model.net.features[0].weight for r in results]
-    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
     # the loaded model has the techniques' transformations and the selected epoch's weights: it reproduces
     # the validation accuracy that selected the epoch, from raw inputs (normalization inside the model)
     assert isinstance(model, Trained) and model.seed == 0 and not model.training
@@ -60,6 +59,19 @@ def test_the_readme_example_trains_loads_predicts_and_exports_a_users_module(tmp
     assert other.seed == 2 and not torch.equal(reglab.predict(other, X[:5]), reglab.predict(model, X[:5]))
     with pytest.raises(ReglabError, match=r"your own model Net.*reglab.load\(path, model=Net"):
         reglab.load(tmp_path / "reglab-runs" / "net")
+
+
+def test_each_seed_starts_from_its_own_initialization() -> None:
+    net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 2))
+    data = from_tensors((torch.randn(50, 1, 8), torch.arange(50) % 2))
+    config = reglab.RunConfig(dataset=data.name, techniques=[{"name": "batchnorm"}])
+    with custom.registered(net) as name:
+        members = build_members(config.model_copy(update={"model": name}), [0, 1, 0], data,
+                                resolve_techniques(config.techniques))
+    weights = [m[0].weight for m in members]
+    assert torch.equal(weights[0], weights[2]) and not torch.equal(weights[0], weights[1])  # per seed, reproducible
+    assert not torch.equal(weights[0], net[0].weight) and not torch.equal(weights[1], net[0].weight)  # re-initialized
+    assert isinstance(members[0][1], nn.BatchNorm1d) and not isinstance(net[1], nn.BatchNorm1d)  # the user's module untouched
 
 
 def test_result_models_predict_from_raw_inputs_like_the_loaded_ones(tmp_path) -> None:

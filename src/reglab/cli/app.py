@@ -280,6 +280,8 @@ def export_(
     folder = run if run.is_dir() else run.parent
     path = export_model(model, out or folder / f"model-seed{model.seed}{FORMATS[format]}", format)
     diff = verify(model, path, format)
+    if diff is not None and diff > 1e-3:
+        raise ReglabError(f"export {format}: {path} gives outputs that differ from the model's by up to {diff:.3g}")
     checked = "not checked (onnxruntime is not installed)" if diff is None else f"max |difference| {diff:.2e} on 5 inputs"
     typer.echo(f"exported {format}: {path} ({checked})")
 
