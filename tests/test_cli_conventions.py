@@ -90,12 +90,14 @@ def test_listings_show_human_types_and_allowed_values() -> None:
             assert f"{name:<22} {module.SUMMARY}" in listing
 
 
-def test_install_hints_survive_the_help_markup() -> None:
-    study = invoke("study", "--help").stdout
-    assert "pip install 'reglab[ray]')" in re.sub(r"\s*│\s*", " ", study).replace("  ", " ")
-    flat = lambda text: re.sub(r"[\s│]+", "", text)  # noqa: E731 - the help box wraps lines
-    assert "pipinstall'reglab[tensorboard]'" in flat(study)
-    assert "pipinstall'reglab[onnx]'" in flat(invoke("export", "--help").stdout)
+def test_install_hints_and_defaults_survive_in_help_texts() -> None:
+    flat = lambda text: re.sub(r"\s+", "", text)  # noqa: E731 - help texts wrap lines
+    study = flat(invoke("study", "--help").stdout)
+    for text in ("pip install 'reglab[ray]'", "pip install 'reglab[tensorboard]'", "[default: reglab-runs/<name>]",
+                 "[default: one per GPU, else 2]"):
+        assert flat(text) in study, text
+    assert flat("pip install 'reglab[onnx]'") in flat(invoke("export", "--help").stdout)
+    assert flat("[default: train-<time>]") in flat(invoke("train", "--help").stdout)
 
 
 STUDY = """

@@ -39,6 +39,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts verbatim: rich markup would eat "[ray]" and "[default: ...]"
 )
 
 
@@ -98,7 +99,7 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="run name: the run folder is reglab-runs/<name> [default: train-<time>]")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: reglab-runs/<name>]")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out (or --name) from its last checkpoint")] = False,
-    tensorboard: Annotated[Optional[Path], typer.Option(help="write TensorBoard event files to DIR/<name>/seed-<seed> (pip install 'reglab\\[tensorboard]')", metavar="DIR")] = None,
+    tensorboard: Annotated[Optional[Path], typer.Option(help="write TensorBoard event files to DIR/<name>/seed-<seed> (pip install 'reglab[tensorboard]')", metavar="DIR")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the final metrics as one JSON line (last line of stdout)")] = False,
     progress: Annotated[bool, typer.Option(help="show progress: a bar on a terminal, one line per epoch otherwise")] = True,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="settings as key=value, applied last; dotted keys reach nested options: epochs=3 model_options.hidden=[64] (lists in brackets)", show_default=False)] = None,
@@ -172,14 +173,14 @@ def list_(
 def study(
     study: Annotated[str, typer.Argument(help="built-in study name (reglab list studies) or a TOML/YAML study file")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="study folder (store, checkpoints, report) [default: reglab-runs/<name>]")] = None,
-    executor: Annotated[str, typer.Option(help="sequential (default), processes, or ray (pip install 'reglab\\[ray]')")] = "sequential",
+    executor: Annotated[str, typer.Option(help="sequential (default), processes, or ray (pip install 'reglab[ray]')")] = "sequential",
     workers: Annotated[Optional[int], typer.Option(help="worker processes (executor processes) [default: one per GPU, else 2]")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address for ray.init [default: a local Ray]")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="override the study's number of seeds")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:N, mps")] = None,
     grouping: Annotated[str, typer.Option(help="seeds of a configuration: auto (measure), group (stacked), single")] = "auto",
     sets: Annotated[list[str], typer.Option("--set", help="override a study setting (seeds=2, mode=isolated) or a base run setting (epochs=3, model_options.hidden=[64]) as key=value (repeat)")] = [],  # noqa: B006
-    tensorboard: Annotated[Optional[Path], typer.Option(help="write TensorBoard event files to DIR/<study>/<label>-<key>/seed-<seed> (or tensorboard = \"DIR\" in the study file; pip install 'reglab\\[tensorboard]')", metavar="DIR")] = None,
+    tensorboard: Annotated[Optional[Path], typer.Option(help="write TensorBoard event files to DIR/<study>/<label>-<key>/seed-<seed> (or tensorboard = \"DIR\" in the study file; pip install 'reglab[tensorboard]')", metavar="DIR")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report table as one JSON line (last line of stdout)")] = False,
     progress: Annotated[bool, typer.Option(help="show progress: a bar on a terminal, one line per epoch otherwise")] = True,
 ) -> None:
@@ -268,7 +269,7 @@ def repro(
 @app.command("export")
 def export_(
     run: Annotated[Path, typer.Argument(help="a run folder (reglab-runs/<name>, a study's checkpoints/<label>-<key>) or a checkpoint file")],
-    format: Annotated[str, typer.Option("--format", "-f", help="exported-program (torch.export, .pt2), onnx (pip install 'reglab\\[onnx]'), torchscript (deprecated by PyTorch)")] = "exported-program",
+    format: Annotated[str, typer.Option("--format", "-f", help="exported-program (torch.export, .pt2), onnx (pip install 'reglab[onnx]'), torchscript (deprecated by PyTorch)")] = "exported-program",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output file [default: <run folder>/model-seed<seed>.<ext>]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="which seed of the run [default: the smallest]")] = None,
 ) -> None:
