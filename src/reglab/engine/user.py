@@ -129,7 +129,8 @@ def fit(
     ``val=`` / ``test=`` give those splits, otherwise they are carved with ``val_fraction`` /
     ``test_fraction`` and ``split_seed``. ``task``: inferred from ``y`` unless given. ``settings``:
     any :class:`~reglab.config.RunConfig` field (``epochs``, ``batch_size``, ``metric``, ``device``, ...).
-    ``out``: a folder for the checkpoints (``reglab.load(out)`` reads them back); ``grouping``: ``auto``,
+    ``out``: a folder for the checkpoints (``reglab.load(out)`` reads them back; a call whose ``out``
+    already holds this configuration's checkpoints continues from them); ``grouping``: ``auto``,
     ``group`` or ``single`` (see :func:`~reglab.engine.grouping.fit_seeds`).
     """
     seeds = seed_list(seeds)
