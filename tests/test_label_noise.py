@@ -114,7 +114,7 @@ def test_bad_options() -> None:
         load("noisy:digits", alpha=-1)
     with pytest.raises(ReglabError, match="mode"):
         load("noisy:digits", mode="flip")
-    with pytest.raises(ReglabError, match="needs a path"):
+    with pytest.raises(ReglabError, match=r"needs a dataset name: .noisy:NAME."):
         load("noisy")
     with pytest.raises(ReglabError, match="classification"):
         noisy_labels(Split(torch.zeros(3, 2), torch.zeros(3, 1)), 1, 2)  # regression targets

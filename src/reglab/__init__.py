@@ -7,20 +7,30 @@ file per technique), :mod:`reglab.analysis` (diagnostics of trained models), :mo
 (ablation studies, store, report), :mod:`reglab.repro` (reproductions), :mod:`reglab.audit` (data
 audit), :mod:`reglab.cli` (the command line). Start with::
 
-    from reglab import RunConfig, fit
-    results = fit(RunConfig(techniques=[{"name": "adamw", "lr": 2e-3}]), seeds=[0, 1, 2])
+    import reglab
+    results = reglab.fit(MyNet(), (X, y), techniques=["adamw", "batchnorm"], seeds=[0, 1, 2], out="runs/mynet")
+    model = reglab.load("runs/mynet", model=MyNet())
+    outputs = reglab.predict(model, X_new)
+
+The facade: :func:`fit` (one call: your model and data, or a :class:`RunConfig`), :func:`study`
+(an ablation study in one call), :func:`load` / :func:`predict` / :func:`export` (trained models
+back from their run folders), :func:`load_dataset` (a registered dataset by name).
 """
 from importlib.metadata import PackageNotFoundError, version
 
 from .config import RunConfig
-from .data import Data, Split, load
+from .data import Data, Split
+from .data import load as load_dataset
 from .engine.grouping import fit_seeds
-from .engine.loop import fit
 from .engine.run import RunResult
+from .engine.trained import Trained, export, load, predict
+from .engine.user import fit
+from .study.user import study
 
 try:
     __version__ = version("reglab")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["RunConfig", "Data", "Split", "load", "fit", "fit_seeds", "RunResult", "__version__"]
+__all__ = ["RunConfig", "Data", "Split", "load_dataset", "fit", "fit_seeds", "study", "RunResult", "Trained",
+           "load", "predict", "export", "__version__"]

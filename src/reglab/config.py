@@ -9,6 +9,7 @@ parses the command line's ``key=value`` and ``name:knob=value`` forms.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import tomllib
@@ -80,7 +81,9 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
         if first["type"] == "extra_forbidden":
             field = ".".join(map(str, first["loc"]))
             allowed = ", ".join(RunConfig.model_fields)
-            raise ReglabError(f"{where}: unknown field '{field}' (allowed: {allowed})") from None
+            close = difflib.get_close_matches(field, list(RunConfig.model_fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ReglabError(f"{where}: unknown field '{field}' (allowed: {allowed}){hint}") from None
         raise ReglabError(format_validation_error(err, where)) from None
     return config
 
@@ -115,6 +118,32 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), parse_value(value.strip())
 
 
+def set_path(raw: dict[str, Any], key: str, value: Any, where: str = "config") -> None:
+    """``raw["model_options"]["hidden"] = value`` for the dotted ``key`` ``"model_options.hidden"``
+    (tables on the way are created; a non-table on the way is an error)."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ReglabError(f"{where}: bad key '{key}' (dotted names such as model_options.hidden)")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ReglabError(f"{where}: '{'.'.join(parts[:i + 1])}' is not a table of options, so '{key}' cannot be set")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], pairs: list[str], where: str = "override") -> dict[str, Any]:
+    """Apply ``key=value`` overrides (dotted keys reach nested tables) to ``raw`` in place; returns it."""
+    for pair in pairs:
+        try:
+            key, value = parse_assignment(pair)
+        except ReglabError as err:
+            raise ReglabError(f"{where}: {err}") from None
+        set_path(raw, key, value, where)
+    return raw
+
+
 def parse_value(value: str) -> Any:
     lowered = value.lower()
     if lowered in ("true", "false"):
@@ -146,7 +175,11 @@ def parse_technique(text: str) -> dict[str, Any]:
             parts.append(rest[start:i])
             start = i + 1
     parts.append(rest[start:])
+    key = None
     for part in filter(None, (p.strip() for p in parts)):
+        if "=" not in part and key is not None:  # "milestones=10,20": the list lost its brackets
+            raise ReglabError(f"technique {name}: expected knob=value, got '{part}'; a list is written in brackets: "
+                              f"{key}=[{spec[key]},{part}]")
         key, value = parse_assignment(part)
         spec[key] = value
     return spec

@@ -6,7 +6,10 @@ problem into a one-line :class:`~reglab.errors.ReglabError` naming the option.
 """
 from __future__ import annotations
 
+import difflib
 import inspect
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -23,17 +26,60 @@ def format_validation_error(err: pydantic.ValidationError, prefix: str) -> str:
     got = e.get("input")
     got = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return f"{where}: {e['msg']}{got}{more}"
+    hint = ""
+    if e["type"] in ("list_type", "tuple_type", "set_type") and isinstance(e.get("input"), str) and "," in e["input"]:
+        name = str([p for p in e["loc"] if isinstance(p, str) and p != "kwargs"][-1:] or ["value"])
+        name = name.strip("[]'")
+        hint = f"; a list is written in brackets: {name}=[{e['input']}]"
+    return f"{where}: {e['msg']}{got}{more}{hint}"
+
+
+def bounds(metadata: Any) -> str:
+    """``>= 1``, ``in [0, 1)``, ... from pydantic / annotated-types constraints (``Field(ge=1)``)."""
+    found: dict[str, Any] = {}
+    for meta in metadata:
+        for inner in [meta, *getattr(meta, "metadata", [])]:
+            for attr in ("ge", "gt", "le", "lt"):
+                if (v := getattr(inner, attr, None)) is not None:
+                    found[attr] = v
+    low = next(((a, found[a]) for a in ("ge", "gt") if a in found), None)
+    high = next(((a, found[a]) for a in ("le", "lt") if a in found), None)
+    if low and high:
+        return f"in {'[' if low[0] == 'ge' else '('}{low[1]}, {high[1]}{']' if high[0] == 'le' else ')'}"
+    symbol = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " ".join(f"{symbol[b[0]]} {b[1]}" for b in (low, high) if b)
+
+
+def type_label(ann: Any, metadata: Any = ()) -> str:
+    """A type as a person reads it: ``int >= 1``, ``list[int >= 1]``, ``float in [0, 1)``,
+    ``none|batch|layer`` for a Literal, ``str | None``."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return type_label(args[0], [*args[1:], *metadata])
+    if origin is typing.Literal:
+        text = "|".join(map(str, args))
+    elif origin in (typing.Union, types.UnionType):  # bounds belong to the non-None members
+        return " | ".join(type_label(a, () if a is type(None) else metadata) for a in args)
+    elif origin is not None:
+        text = f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_label(a) for a in args)}]"
+    else:
+        text = "None" if ann is type(None) else getattr(ann, "__name__", str(ann)).replace("typing.", "")
+    limit = bounds(metadata)
+    return f"{text} {limit}" if limit else text
 
 
 def option_table(fn: Callable[..., Any]) -> list[tuple[str, str, Any]]:
-    """(name, type, default) of the keyword-only options of ``fn``."""
+    """(name, human type (:func:`type_label`), default) of the keyword-only options of ``fn``."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except (NameError, TypeError):  # an annotation that does not resolve: show it as written
+        hints = {}
     rows = []
     for p in inspect.signature(fn).parameters.values():
         if p.kind is p.KEYWORD_ONLY:
-            ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", str(p.annotation))
-            ann = ann.replace("typing.", "")
-            rows.append((p.name, str(ann), None if p.default is p.empty else p.default))
+            ann = hints.get(p.name, p.annotation)
+            label = ann if isinstance(ann, str) else type_label(ann)
+            rows.append((p.name, label, None if p.default is p.empty else p.default))
     return rows
 
 
@@ -42,8 +88,6 @@ def call(fn: Callable[..., Any], what: str, /, *args: Any, **options: Any) -> An
     allowed = {name for name, _, _ in option_table(fn)}
     for key in options:
         if key not in allowed:
-            import difflib
-
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             listed = ", ".join(sorted(allowed)) or "none"

@@ -21,7 +21,8 @@ Pipeline (no quadratic pass):
 5. surviving candidates are de-duplicated across tables and confirmed with the exact cosine,
    computed in blocks.
 
-:func:`exact_duplicates` is the blockwise all-pairs search used to measure recall.
+:func:`exact_duplicates` is the blockwise all-pairs search used to measure recall (scikit-learn's
+brute-force ``NearestNeighbors.radius_neighbors``, which also searches the giant buckets).
 """
 from __future__ import annotations
 
@@ -336,20 +337,28 @@ def find_duplicates(
 
 def _block_search(ua: np.ndarray, ub: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray, threshold: float,
                   within: bool, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact pairs between ``ua[rows_a]`` and ``ub[rows_b]`` with cosine >= threshold (``i < j`` when within)."""
-    out_i, out_j, out_c = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
-    for s in range(0, len(rows_a), block):
-        ra = rows_a[s : s + block]
-        xa = ua[ra]
-        for u in range(0, len(rows_b), block):
-            rb = rows_b[u : u + block]
-            sim = xa @ ub[rb].T
-            mask = sim >= threshold
-            if within:
-                mask &= ra[:, None] < rb[None, :]
-            p, q = np.nonzero(mask)
-            out_i.append(ra[p]), out_j.append(rb[q]), out_c.append(sim[p, q])
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_c)
+    """Exact pairs between ``ua[rows_a]`` and ``ub[rows_b]`` with cosine >= threshold (``i < j`` when within).
+
+    scikit-learn's brute-force ``NearestNeighbors.radius_neighbors`` (cosine distance, chunked to its
+    ``working_memory``) finds the candidates within a hair of the radius; each pair's cosine is then
+    the same float32 dot product of unit rows that confirms LSH candidates, so both searches agree
+    exactly at the threshold.
+    """
+    from sklearn.neighbors import NearestNeighbors  # scikit-learn loads only when an exact search runs
+
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    if len(rows_a) == 0 or len(rows_b) == 0:
+        return empty
+    index = NearestNeighbors(radius=min(2.0, 1.0 - threshold + 1e-5), metric="cosine", algorithm="brute")
+    found = index.fit(ub[rows_b]).radius_neighbors(ua[rows_a], return_distance=False)
+    counts = np.fromiter((len(f) for f in found), dtype=np.int64, count=len(found))
+    if counts.sum() == 0:
+        return empty
+    i = rows_a[np.repeat(np.arange(len(rows_a)), counts)]
+    j = rows_b[np.concatenate(found).astype(np.int64)]
+    cos = _cosines(ua, ub, i, j)
+    keep = (cos >= threshold) & ((i < j) if within else True)
+    return i[keep].astype(np.int64), j[keep].astype(np.int64), cos[keep]
 
 
 def exact_duplicates(a: Any, b: Any | None = None, *, threshold: float = 0.95, center: bool = True,

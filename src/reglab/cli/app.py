@@ -1,6 +1,8 @@
-"""The ``reglab`` commands: train, list, study, report, repro (``audit`` is mounted from :mod:`.audit`).
+"""The ``reglab`` commands: train, list, study, report, repro, export (``audit`` is mounted from :mod:`.audit`).
 
-Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback.
+Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback. Every
+command writes to ``reglab-runs/<name>/`` unless ``--out`` says otherwise; ``--version`` prints the
+version; ``--install-completion`` / ``--show-completion`` are typer's shell completion.
 """
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .. import __version__
 from ..analysis import plots
-from ..config import dumps, load_file, parse_assignment, parse_config, parse_technique
+from ..config import apply_overrides, dumps, load_file, parse_assignment, parse_config, parse_technique
 from ..engine.loop import fit
+from ..engine.tensorboard import TensorBoard
+from ..engine.trained import FORMATS, export as export_model, load as load_trained, verify
 from ..errors import ReglabError, unknown
 from ..metrics import on_split
 from ..repro import REPROS
@@ -22,8 +27,8 @@ from ..study.builtin import resolve
 from ..study.class_report import study_class_report
 from ..study.plan import plan
 from ..study.report import render
-from ..study.runner import run_study
-from ..study.spec import parse_spec
+from ..study.runner import folder_name, run_study
+from ..study.spec import StudySpec, parse_spec
 from ..study.store import Store
 from ..techniques import resolve_techniques
 from . import listing
@@ -32,9 +37,24 @@ from .audit import app as audit_app
 app = typer.Typer(
     help="reglab: compose regularization techniques onto a baseline, run multi-seed ablations, report what helped.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts verbatim: rich markup would eat "[ray]" and "[default: ...]"
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"reglab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="print reglab's version and exit")] = False,
+) -> None:
+    pass
 
 
 app.add_typer(audit_app, name="audit", help="Data checks: near-duplicates (leakage) and record linkage.")
@@ -76,10 +96,13 @@ def train(
     amp: Annotated[Optional[str], typer.Option(help="bf16 autocast: auto (on CUDA; default), off, bf16 (also on the CPU: ~3x faster matmuls where it has AVX512-BF16/AMX)")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model [default: off]")] = None,
     channels_last: Annotated[Optional[str], typer.Option(help="channels_last for convnets: auto (on CUDA; default), off, on")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: runs/train-<time>]")] = None,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="run name: the run folder is reglab-runs/<name> [default: train-<time>]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: reglab-runs/<name>]")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out (or --name) from its last checkpoint")] = False,
+    tensorboard: Annotated[Optional[Path], typer.Option(help="write TensorBoard event files to DIR/<name>/seed-<seed> (pip install 'reglab[tensorboard]')", metavar="DIR")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the final metrics as one JSON line (last line of stdout)")] = False,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: Annotated[bool, typer.Option(help="show progress: a bar on a terminal, one line per epoch otherwise")] = True,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="settings as key=value, applied last; dotted keys reach nested options: epochs=3 model_options.hidden=[64] (lists in brackets)", show_default=False)] = None,
 ) -> None:
     """Train one configuration (one seed); write metrics, checkpoints and plots to the run folder."""
     raw: dict[str, Any] = load_file(config) if config else {}
@@ -92,15 +115,18 @@ def train(
         raw["model_options"] = {**raw.get("model_options", {}), **_options(model_opt, "--model-opt")}
     if technique:
         raw["techniques"] = [*raw.get("techniques", []), *(parse_technique(t) for t in technique)]
+    apply_overrides(raw, overrides or [], "override")
     cfg = parse_config(raw, "config" if config is None else str(config))
     resolve_techniques(cfg.techniques)  # technique names and knobs, before anything is written
-    if resume and out is None:
-        raise ReglabError("--resume needs --out (the run folder to continue)")
-    run_dir = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    if resume and out is None and name is None:
+        raise ReglabError("--resume needs --out or --name (the run folder to continue)")
+    name = name or (out.name if out is not None else time.strftime("train-%Y%m%d-%H%M%S"))
+    run_dir = out or Path("reglab-runs") / name
     if run_dir.exists() and not resume and any(run_dir.glob("*.pt")):
         raise ReglabError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    callbacks = (TensorBoard(tensorboard / name),) if tensorboard is not None else ()
 
-    result = fit(cfg, run_dir=run_dir, resume=resume, progress=progress)[0]
+    result = fit(cfg, run_dir=run_dir, resume=resume, progress=progress, callbacks=callbacks)[0]
     write_run(run_dir, result)
     m, metric = result.metrics, result.config["metric"]
     test = on_split(metric, "test")
@@ -130,11 +156,12 @@ def write_run(run_dir: Path, result: Any) -> None:
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="datasets, models, techniques or studies (default: all)")] = "all",
+    what: Annotated[str, typer.Argument(help="datasets, models, techniques, studies or repro (default: all)")] = "all",
 ) -> None:
-    """List datasets, models, techniques and built-in studies with their options and defaults."""
+    """List datasets, models, techniques, built-in studies and reproductions with their options, types and defaults."""
     sections = {"datasets": listing.datasets, "models": listing.models, "techniques": listing.techniques,
-                "studies": listing.studies}
+                "studies": listing.studies, "repro": listing.repros}
+    what = {"repros": "repro", "reproductions": "repro"}.get(what, what)
     if what != "all" and what not in sections:
         raise ReglabError(f"unknown list '{what}' (allowed: all, {', '.join(sections)})")
     for name, show in sections.items():
@@ -153,24 +180,31 @@ def study(
     device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:N, mps")] = None,
     grouping: Annotated[str, typer.Option(help="seeds of a configuration: auto (stacked unless a technique or the model prevents it), group (stacked), single (one by one)")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads per run, the same for every executor (numbers depend on it) [default: torch's default here]")] = None,
+    sets: Annotated[list[str], typer.Option("--set", help="override a study setting (seeds=2, mode=isolated) or a base run setting (epochs=3, model_options.hidden=[64]) as key=value (repeat)")] = [],  # noqa: B006
+    tensorboard: Annotated[Optional[Path], typer.Option(help="write TensorBoard event files to DIR/<study>/<label>-<key>/seed-<seed> (or tensorboard = \"DIR\" in the study file; pip install 'reglab[tensorboard]')", metavar="DIR")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report table as one JSON line (last line of stdout)")] = False,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: Annotated[bool, typer.Option(help="show progress: a bar on a terminal, one line per epoch otherwise")] = True,
 ) -> None:
     """Run a study: train every configuration x seed the store lacks (resuming an interrupted
     study), then write report.md / report.html / report.json into <out>/report."""
     path = resolve(study)
     raw = load_file(path)
+    board = raw.pop("tensorboard", None)  # how to run the file, not part of the study's definition
     if seeds is not None:
         if seeds < 1:
             raise ReglabError("--seeds must be >= 1")
         raw["seeds"] = seeds
+    study_settings(raw, sets)
     spec = parse_spec(raw, str(path))
     out = out or Path("reglab-runs") / spec.name
+    if tensorboard is None and board not in (None, False):
+        tensorboard = out / "tensorboard" if board is True else Path(str(board))
     summary = run_study(spec, out, executor=executor, workers=workers, ray_address=ray_address, device=device,
-                        grouping=grouping, threads=threads, progress=progress)
+                        grouping=grouping, threads=threads, progress=progress, tensorboard=tensorboard)
     labels = {p.key: p.label for p in plan(spec)}
     for key, (grouped, why) in summary["decisions"].items():
-        typer.echo(f"seeds of {labels.get(key, key)} ({key}): {'stacked' if grouped else 'one by one'} ({why})", err=True)
+        shown = folder_name(labels.get(key, ""), key)
+        typer.echo(f"seeds of {shown}: {'stacked' if grouped else 'one by one'} ({why})", err=True)
     typer.echo(f"runs: {summary['planned']} planned, {summary['reused']} found finished in {out}, "
                f"{summary['trained']} trained", err=True)
     _report(spec, out, as_json)
@@ -211,19 +245,57 @@ def _report(spec: Any, out: Path, as_json: bool) -> None:
 
 @app.command()
 def repro(
-    name: Annotated[str, typer.Argument(help="reproduction to run (reglab list studies shows them)")],
+    name: Annotated[Optional[str], typer.Argument(help="reproduction to run (reglab repro --list shows them)", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder [default: reglab-runs/<name>]")] = None,
     quick: Annotated[bool, typer.Option(help="a reduced budget that finishes in minutes (for a first look)")] = False,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Annotated[bool, typer.Option(help="show progress: bars on a terminal, one line per run or panel otherwise")] = True,
+    list_: Annotated[bool, typer.Option("--list", help="list the reproductions with their summaries and exit")] = False,
 ) -> None:
     """Run a reference-experiment reproduction that is a program rather than an ablation table
     (figures, sweeps); writes RESULTS.md and its plots into the output folder."""
+    if list_:
+        typer.echo(listing.repros())
+        return
+    if name is None:
+        raise ReglabError(f"repro: name a reproduction (allowed: {', '.join(sorted(REPROS))}) or pass --list")
     if name not in REPROS:
         raise unknown("reproduction", name, REPROS)
     module = REPROS[name]
     folder = out or Path("reglab-runs") / name
     result = module.run(folder, quick=quick, progress=progress)
     typer.echo(f"results: {result}")
+
+
+@app.command("export")
+def export_(
+    run: Annotated[Path, typer.Argument(help="a run folder (reglab-runs/<name>, a study's checkpoints/<label>-<key>) or a checkpoint file")],
+    format: Annotated[str, typer.Option("--format", "-f", help="exported-program (torch.export, .pt2), onnx (pip install 'reglab[onnx]'), torchscript (deprecated by PyTorch)")] = "exported-program",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output file [default: <run folder>/model-seed<seed>.<ext>]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="which seed of the run [default: the smallest]")] = None,
+) -> None:
+    """Export a trained run's model (its selected epoch, every technique's model transformation and the
+    input normalization included) and check that the file gives the model's outputs."""
+    if format not in FORMATS:
+        raise unknown("export format", format, FORMATS)
+    model = load_trained(run, seed=seed)
+    folder = run if run.is_dir() else run.parent
+    path = export_model(model, out or folder / f"model-seed{model.seed}{FORMATS[format]}", format)
+    diff = verify(model, path, format)
+    if diff is not None and diff > 1e-3:
+        raise ReglabError(f"export {format}: {path} gives outputs that differ from the model's by up to {diff:.3g}")
+    checked = "not checked (onnxruntime is not installed)" if diff is None else f"max |difference| {diff:.2e} on 5 inputs"
+    typer.echo(f"exported {format}: {path} ({checked})")
+
+
+def study_settings(raw: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """Apply ``--set key=value`` to a study dict: a study field (``seeds``, ``mode``, ``metric``, ...)
+    at the top, anything else to ``base`` (``epochs``, ``model_options.hidden``); ``base.`` may be
+    written out."""
+    for pair in pairs:
+        key = pair.partition("=")[0].strip()
+        target = raw if key.split(".")[0] in StudySpec.model_fields else raw.setdefault("base", {})
+        apply_overrides(target, [pair], "--set")
+    return raw
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ app = typer.Typer(
          "linkage between two tables (pairwise classifier + one-to-one matching).",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts verbatim (rich markup eats "[...]")
 )
 
 

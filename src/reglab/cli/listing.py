@@ -1,8 +1,6 @@
 """Text listings for ``reglab list``: datasets, models, techniques and studies with their options."""
 from __future__ import annotations
 
-import types
-import typing
 from typing import Any
 
 from pydantic.fields import FieldInfo
@@ -19,38 +17,16 @@ def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _constraints(info: FieldInfo) -> str:
-    parts = []
-    for meta in info.metadata:
-        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            if (v := getattr(meta, attr, None)) is not None:
-                parts.append(f"{sym} {v}")
-    return f" [{', '.join(parts)}]" if parts else ""
-
-
 def _type(info: FieldInfo) -> str:
-    return _type_name(info.annotation)
-
-
-def _type_name(ann: Any) -> str:
-    """``int``, ``list[int]``, ``float | None``, ``a|b|c`` for a Literal; Annotated metadata dropped."""
-    origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin is typing.Literal:
-        return "|".join(map(str, args))
-    if origin is typing.Annotated:
-        return _type_name(args[0])
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
-    if origin is not None:
-        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
-    return "None" if ann is type(None) else getattr(ann, "__name__", str(ann))
+    """A technique knob's type with its bounds, e.g. ``float in [0, 1)``."""
+    return options.type_label(info.annotation, info.metadata)
 
 
 def datasets() -> str:
     _import_loaders()
     lines = ["DATASETS  (reglab train --dataset NAME --data-opt key=value)"]
     for name, entry in sorted(DATASETS.items()):
-        shown = f"{name}:PATH" if entry.takes_path else name
+        shown = f"{name}:{entry.argument}" if entry.takes_path else name
         lines.append(f"  {shown:<18} {entry.summary}")
         for opt, ann, default in options.option_table(entry.loader):
             lines.append(f"      {opt}: {ann} = {_fmt(default)}")
@@ -80,7 +56,7 @@ def techniques() -> str:
                 default = "(required)"
             else:
                 default = f"= {_fmt(info.default_factory() if info.default_factory else info.default)}"
-            lines.append(f"      {knob}: {_type(info)} {default}{_constraints(info)}{desc}")
+            lines.append(f"      {knob}: {_type(info)} {default}{desc}")
     return "\n".join(lines) + "\n"
 
 
@@ -88,8 +64,11 @@ def studies() -> str:
     lines = ["STUDIES  (reglab study NAME)"]
     for name, (path, summary) in sorted(BUILTIN.items()):
         lines.append(f"  {name:<22} {summary}")
-    if REPROS:
-        lines.append("REPRODUCTIONS  (reglab repro NAME [--quick])")
-        for name, module in sorted(REPROS.items()):
-            lines.append(f"  {name:<22} {module.SUMMARY}")
+    return "\n".join(lines) + "\n"
+
+
+def repros() -> str:
+    lines = ["REPRODUCTIONS  (reglab repro NAME [--quick])"]
+    for name, module in sorted(REPROS.items()):
+        lines.append(f"  {name:<22} {module.SUMMARY}")
     return "\n".join(lines) + "\n"

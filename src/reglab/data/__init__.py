@@ -29,16 +29,17 @@ class DatasetEntry:
     loader: Callable[..., Data]
     summary: str
     takes_path: bool = False
+    argument: str = "PATH"  # what follows ``name:`` (a path, or another dataset's NAME)
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
-def register(name: str, summary: str, takes_path: bool = False) -> Callable:
+def register(name: str, summary: str, takes_path: bool = False, argument: str = "PATH") -> Callable:
     """Register ``loader(path_or_None, *, val_fraction, split_seed, **options) -> Data``."""
 
     def deco(fn: Callable[..., Data]) -> Callable[..., Data]:
-        DATASETS[name] = DatasetEntry(name, fn, summary, takes_path)
+        DATASETS[name] = DatasetEntry(name, fn, summary, takes_path, argument)
         return fn
 
     return deco
@@ -66,7 +67,8 @@ def load(spec: str, *, val_fraction: float = 0.1, split_seed: int = 0, **options
     if entry is None:
         raise unknown("dataset", name, DATASETS)
     if entry.takes_path and not path:
-        raise ReglabError(f"dataset '{name}' needs a path: '{name}:PATH'")
+        raise ReglabError(f"dataset '{name}' needs a {'path' if entry.argument == 'PATH' else 'dataset name'}: "
+                          f"'{name}:{entry.argument}'")
     if path and not entry.takes_path:
         raise ReglabError(f"dataset '{name}' takes no path (got '{spec}')")
     return _options.call(

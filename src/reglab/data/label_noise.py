@@ -129,7 +129,8 @@ def with_label_noise(data: Data, mode: Mode, *, alpha: int = 1, fraction: float 
 
 
 @register("noisy", "label-noise wrapper noisy:NAME: noisy_labels(alpha) / rand_y(fraction) / rand_x(fraction) "
-          "on the train split (Rolnick 2017, Zhang 2017, Arpit 2017)", takes_path=True)
+          "on the train split of any dataset NAME (Rolnick 2017, Zhang 2017, Arpit 2017)", takes_path=True,
+          argument="NAME")
 def load_noisy(
     path: str,
     *,

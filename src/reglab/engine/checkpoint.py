@@ -5,7 +5,9 @@ never leaves a half-written checkpoint. ``load`` uses ``torch.load(weights_only=
 and plain Python containers/numbers/strings are accepted, never pickled code.
 :func:`save_checkpoint` / :func:`load_checkpoint` hold everything a resumed run needs (model,
 optimizer, epoch and step, every random stream, history, best states, and each technique's and
-callback's state under its ``state_key``), so it ends exactly like an uninterrupted one.
+callback's state under its ``state_key``), so it ends exactly like an uninterrupted one, and the
+dataset's :func:`~reglab.data.signature.signature` (task, classes, shapes, normalization), so that
+:func:`reglab.load` rebuilds the trained model without the dataset.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..data.signature import signature
 from ..errors import ReglabError
 from .callbacks import state_keys
 
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from .run import Run
 
 #: bump when the checkpoint layout changes; older files are refused with a one-line error
-CHECKPOINT_VERSION = 3
+CHECKPOINT_VERSION = 4  # 3: random streams by name, lr_scale, stop_state; 4: the dataset's signature (reglab.load)
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
@@ -77,6 +80,7 @@ def save_checkpoint(run: Run, path: Path) -> None:
         "best_epoch": run.best_epoch,
         "best_state": run.best_state,
         "trajectory": run.trajectory,
+        "data": signature(run.data),
     }
     save(state, path)
 

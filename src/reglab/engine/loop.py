@@ -20,7 +20,6 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +28,7 @@ from ..config import RunConfig
 from ..data import Data, Split
 from ..errors import ReglabError
 from .checkpoint import load_checkpoint, save_checkpoint
+from .progress import Progress
 from .run import Run, RunResult, build_run
 from .step import autocast, criterion, default_step
 
@@ -60,7 +60,7 @@ def period(run: Run) -> int:
     return min(per, run.total_batches - run.batches)
 
 
-def train_epoch(run: Run, bar: Any = None, batches: int | None = None) -> list[dict[str, float]]:
+def train_epoch(run: Run, batches: int | None = None) -> list[dict[str, float]]:
     """One "epoch" of training (:func:`period` batches, or ``batches``); returns per-seed running
     train loss/accuracy."""
     data, size = run.data, run.size
@@ -93,8 +93,6 @@ def train_epoch(run: Run, bar: Any = None, batches: int | None = None) -> list[d
         run.batches += 1
         loss_sum += losses.detach() * rows.shape[1]
         seen += rows.shape[1]
-        if bar is not None:
-            bar.update(1)
     records = [{"train_loss": v} for v in (loss_sum / seen).tolist()]
     if data.task == "classification" and scored:  # a train_step hook reports its own metrics
         for rec, acc in zip(records, (correct / scored).tolist()):
@@ -204,12 +202,13 @@ def fit(
     With ``run_dir``, ``last.pt`` is written after every epoch and ``best.pt`` whenever a seed
     improves on the selection metric; ``resume=True`` continues from ``last.pt``. Each result
     holds its seed's trained model (``result.model``, a plain module on the CPU) unless
-    ``keep_models`` is off.
+    ``keep_models`` is off. ``progress``: a bar over the epochs on a terminal, one line per epoch
+    otherwise (:mod:`.progress`).
     """
     seeds = list(seeds) if seeds is not None else [config.seed]
     if len(set(seeds)) != len(seeds):
         raise ReglabError(f"seeds must be distinct, got {seeds}")
-    run = build_run(config, seeds, data, callbacks)
+    run = build_run(config, seeds, data, (*callbacks, Progress()) if progress else callbacks)
     run_dir = Path(run_dir) if run_dir is not None else None
     for hook in run.hooks["on_fit_start"]:
         hook(run)
@@ -217,13 +216,12 @@ def fit(
         load_checkpoint(run, run_dir / "last.pt")
         if run.order_state is not None and run.cursor < run.steps_per_epoch * config.batch_size:
             run.order = _permutations(run, [torch.Generator().set_state(s.cpu()) for s in run.order_state])
-    bar = _progress_bar(run, progress)
     started = time.perf_counter() - run.elapsed
     while run.batches < run.total_batches and not all(run.stopped):
         t0 = time.perf_counter()
         for hook in run.hooks["on_epoch_start"]:
             hook(run)
-        train_records = train_epoch(run, bar)
+        train_records = train_epoch(run)
         run.epoch += 1
         active = [s for s in range(run.size) if not run.stopped[s]]
         end_of_epoch(run, train_records, time.perf_counter() - t0)
@@ -235,10 +233,6 @@ def fit(
             save_checkpoint(run, run_dir / "last.pt")
             if run.improved:
                 shutil.copyfile(run_dir / "last.pt", run_dir / "best.pt")
-        if bar is not None:
-            bar.set_postfix_str(_summary(run))
-    if bar is not None:
-        bar.close()
     last = _last_metrics(run)
     run.model.restore(run.best_state)
     for hook in run.hooks["on_fit_end"]:
@@ -280,22 +274,3 @@ def _results(run: Run, run_dir: Path | None, seconds: float, last: list, keep_mo
         model = run.model.member(s).cpu() if keep_models else None
         results.append(RunResult(seed, config, run.history[s], metrics, trajectory, checkpoint, model))
     return results
-
-
-def _summary(run: Run) -> str:
-    rec = run.history[0][-1] if run.history[0] else {}
-    keys = [k for k in ("train_loss", "val_loss", run.metric) if k in rec]
-    return " ".join(f"{k}={rec[k]:.4g}" for k in dict.fromkeys(keys))
-
-
-def _progress_bar(run: Run, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    label = f"{run.config.dataset}/{run.config.model}"
-    if run.size > 1:
-        label += f" x{run.size} seeds"
-    return tqdm(total=run.total_batches, initial=run.batches, desc=label, unit="step", leave=False, dynamic_ncols=True)
-
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from torch import nn
 
@@ -33,6 +33,9 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
     "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "identity": nn.Identity,
 }
+#: the activation option of builders (``reglab list models`` shows the allowed names)
+Activation = Literal["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu", "elu", "identity"]
+assert set(get_args(Activation)) == set(ACTIVATIONS)
 
 
 def make_activation(name: str) -> nn.Module:

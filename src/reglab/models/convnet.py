@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import ReglabError
-from . import make_activation, register
+from . import Activation, make_activation, register
 from .seeded import SeedDropout, layer_key
 from .mlp import Norm, Probability, norm_layer
 
@@ -25,7 +25,7 @@ def convnet(
     *,
     channels: list[Annotated[int, Field(ge=1)]] = [32, 64, 128],  # noqa: B006
     kernel_size: Annotated[int, Field(ge=1)] = 3,
-    activation: str = "relu",
+    activation: Activation = "relu",
     norm: Norm = "none",
     dropout: Probability = 0.0,
 ) -> nn.Sequential:

@@ -37,7 +37,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..metrics.regression import sample_interval, sample_quantile
-from . import make_activation, register
+from . import Activation, make_activation, register
 from .seeded import hash_normal, hash_uniform, layer_key
 
 __all__ = ["ResidualBlock", "resmlp", "Engressor", "BaseFeatures", "engressor", "stack_on", "Affine"]
@@ -73,7 +73,7 @@ def resmlp(
     *,
     hidden: Annotated[int, Field(ge=1)] = 100,
     blocks: Annotated[int, Field(ge=0)] = 2,
-    activation: str = "relu",
+    activation: Activation = "relu",
     norm: Norm = "none",
 ) -> nn.Sequential:
     """Flatten -> Linear(p, hidden) -> norm -> act -> ``blocks`` residual blocks -> Linear(hidden, out)."""
@@ -201,7 +201,7 @@ def engressor(
     *,
     hidden: int = 100,
     blocks: int = 2,
-    activation: str = "relu",
+    activation: Activation = "relu",
     norm: Norm = "none",
     noise_dim: int = 100,
     noise: Noise = "normal",

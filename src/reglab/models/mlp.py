@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from torch import nn
 
-from . import make_activation, register
+from . import Activation, make_activation, register
 from .seeded import SeedDropout, layer_key
 
 Norm = Literal["none", "batch", "layer"]
@@ -37,7 +37,7 @@ def mlp(
     num_outputs: int,
     *,
     hidden: list[Annotated[int, Field(ge=1)]] = [256, 256],  # noqa: B006 (pydantic copies it)
-    activation: str = "relu",
+    activation: Activation = "relu",
     norm: Norm = "none",
     dropout: Probability = 0.0,
 ) -> nn.Sequential:

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ReglabError
-from . import make_activation, register
+from . import Activation, make_activation, register
 
 
 def _norm(kind: str, c: int) -> nn.Module:
@@ -53,7 +53,7 @@ def resnet(
     width: Annotated[int, Field(ge=1)] = 16,
     depth: Annotated[int, Field(ge=1)] = 3,
     norm: Literal["batch", "group", "layer", "none"] = "batch",
-    activation: str = "relu",
+    activation: Activation = "relu",
 ) -> nn.Sequential:
     if len(input_shape) != 3:
         raise ReglabError(f"model resnet: needs image input (C, H, W), got {input_shape}")

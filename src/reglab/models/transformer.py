@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ReglabError
-from . import make_activation, register
+from . import Activation, make_activation, register
 from .mlp import Probability
 from .seeded import SeedDropout, layer_key
 
@@ -147,7 +147,7 @@ def transformer(
     ff: Annotated[int, Field(ge=1)] = 256,
     dropout: Probability = 0.1,
     pooling: Pooling = "mean+max",
-    activation: str = "gelu",
+    activation: Activation = "gelu",
     norm_first: bool = False,
 ) -> TransformerClassifier:
     """``vocab_size`` comes from the text dataset (``Data.info['model_options']``); ``max_len``

@@ -39,6 +39,7 @@ from ..data import Data, Split, load
 from ..data.synthetic import NOISE_STD, TRAIN_RANGE, g_star
 from ..analysis.plots import plt
 from ..engine.loop import fit
+from ..engine.progress import progress_bar
 
 NAME = "engression-fig4"
 SUMMARY = "engression vs L1 regression extrapolating four functions, pre- and post-additive noise (Shen & Meinshausen Fig. 4)"
@@ -168,6 +169,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     seeds = list(range(cfg["seeds"]))
     results: dict[str, dict] = {}
     started, cpu0 = time.time(), time.process_time()
+    bar = progress_bar(len(NOISES) * len(FUNCTIONS), f"[{NAME}]", "panel") if progress else None
     for noise in NOISES:
         for function in FUNCTIONS:
             t0 = time.time()
@@ -177,8 +179,11 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
                 r[method] = torch.stack([p for p, _ in preds]).round(decimals=4).tolist()
                 r["grid"] = preds[0][1].squeeze(1).tolist()
             results[f"{function}/{noise}"] = r
-            if progress:
-                print(f"[{NAME}] {function}/{noise}: {time.time() - t0:.0f} s", flush=True)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{function}/{noise} {time.time() - t0:.0f} s")
+    if bar is not None:
+        bar.close()
     timing = {"wall": time.time() - started, "cpu": time.process_time() - cpu0, "quick": quick}
     (out / "results.json").write_text(dumps({"config": cfg, "timing": timing, "results": results}))
     return write_results(out, cfg, results, timing)

@@ -40,6 +40,7 @@ from ..config import RunConfig, dumps
 from ..data import load
 from ..data.label_noise import with_label_noise
 from ..engine.loop import fit
+from ..engine.progress import progress_bar
 from ..engine.run import select_device
 from ..engine.step import cpu_has_native_bf16
 
@@ -103,6 +104,8 @@ def run(out: Path, *, quick: bool = False, progress: bool = True, models: list[s
     runs: list[dict[str, Any]] = json.loads(saved.read_text()) if saved.exists() else []
     done = {(r["model"], r["alpha"], r["lr"]) for r in runs}
     t0 = time.perf_counter()
+    todo = [(a, n, lr) for a in alphas for n in names for lr in lrs]
+    bar = progress_bar(len(todo), f"[{NAME}]", "run", initial=sum(key in done for key in todo)) if progress else None
     for alpha in alphas:
         data = with_label_noise(clean, "noisy_labels", alpha=alpha, seed=0)
         steps = budget(alpha, len(clean.train), passes)
@@ -114,9 +117,12 @@ def run(out: Path, *, quick: bool = False, progress: bool = True, models: list[s
                 r = train_one(data, model, options, lr, steps)
                 runs.append({"model": name, "alpha": alpha, "lr": lr, **r})
                 saved.write_text(dumps(runs, indent=1))  # progress, kept if interrupted
-                if progress:
-                    print(f"alpha={alpha:3d} {name:10s} lr={lr:<4} val={100 * r['val_accuracy']:.2f} "
-                          f"test={100 * r['test_accuracy']:.2f} steps={r['steps']}/{steps} {r['seconds']:.0f}s", flush=True)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"alpha={alpha} {name} lr={lr} val={100 * r['val_accuracy']:.2f} "
+                                        f"test={100 * r['test_accuracy']:.2f} steps={r['steps']}/{steps} {r['seconds']:.0f}s")
+    if bar is not None:
+        bar.close()
     total = time.perf_counter() - t0
     best = select(runs)
     (out / "results.json").write_text(dumps({"runs": runs, "selected": best, "seconds": total}, indent=1))

@@ -33,6 +33,7 @@ from ..data.corruptions import CORRUPTIONS, corrupt
 from ..data import Data, load, subset
 from ..analysis.tta import MODES, evaluate_tta
 from ..engine.loop import fit
+from ..engine.progress import progress_bar
 
 NAME = "tent-cifar10"
 SUMMARY = "TENT vs norm vs source on CIFAR-10-C-style corruptions at severity 5, entropy vs error, lr x batch sensitivity"
@@ -170,6 +171,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     per_example = {m: ([], []) for m in MODES}
     sens_x = None
     t0 = time.time()
+    bar = progress_bar(len(CORRUPTIONS), f"[{NAME}]", "corruption") if progress else None
     for name in CORRUPTIONS:
         xc = corrupted(x_clean, name, cfg["severity"])
         if name == cfg["sens_corruption"]:
@@ -180,8 +182,11 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
             table[name][mode] = {"error": r["error"], "entropy": float(r["entropy"].mean())}
             per_example[mode][0].append(r["entropy"])
             per_example[mode][1].append(~r["correct"])
-        if progress:
-            print(f"[{NAME}] {name}: " + ", ".join(f"{m} {100 * table[name][m]['error']:.1f}%" for m in MODES), flush=True)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{name}: " + ", ".join(f"{m} {100 * table[name][m]['error']:.1f}%" for m in MODES))
+    if bar is not None:
+        bar.close()
     t_eval = time.time() - t0
     pooled = {m: (torch.cat(e), torch.cat(w)) for m, (e, w) in per_example.items()}
 

@@ -10,9 +10,9 @@ The driver (this module, in the calling process) alone writes the store. Work go
   reglab[ray]``); each task returns its records when it ends.
 
 Interrupted studies resume: finished (configuration, seed) runs are skipped, and an unfinished job
-continues from its checkpoint folder ``<out>/checkpoints/<config key>/``. Studies grow: runs are keyed
-by (resolved configuration, seed), so an edited study (a step added, a knob changed, more seeds) run
-in the same folder trains only the (configuration, seed) pairs the store lacks.
+continues from its checkpoint folder ``<out>/checkpoints/<label>-<config key>/``. Studies grow: runs
+are keyed by (resolved configuration, seed), so an edited study (a step added, a knob changed, more
+seeds) run in the same folder trains only the (configuration, seed) pairs the store lacks.
 
 Same study, same numbers: every executor trains with the same number of torch threads (``threads``,
 default: torch's own default in the calling process; float results depend on it), and whether a
@@ -24,6 +24,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import re
 import threading
 import time
 import traceback
@@ -35,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..engine.callbacks import Callback
 from ..engine.grouping import fit_seeds
+from ..engine.progress import progress_bar
+from ..engine.tensorboard import TensorBoard, require_tensorboard
 from ..errors import ReglabError
 from .plan import Planned, plan
 from .report import build_table
@@ -58,6 +60,7 @@ class Job:
     run_dir: str
     grouping: str = "auto"
     threads: int = 1
+    tensorboard: str | None = None  # this configuration's TensorBoard folder (one subfolder per seed)
 
 
 class _EpochEvents(Callback):
@@ -85,7 +88,7 @@ def execute(job: Job, emit: Callable[[Event], None]) -> None:
     try:
         fit_seeds(
             config, job.seeds, run_dir=job.run_dir, grouping=job.grouping,
-            callbacks=(_EpochEvents(job.key, emit),),
+            callbacks=(_EpochEvents(job.key, emit), *_logging(job)),
             on_result=lambda r: emit(("result", job.key, r)),
             on_decision=lambda d: emit(("decision", job.key, d.grouped, d.reason)), keep_models=False,
         )
@@ -95,6 +98,13 @@ def execute(job: Job, emit: Callable[[Event], None]) -> None:
         emit(("error", job.key, job.seeds, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"))
     finally:
         torch.set_num_threads(threads)
+
+
+def _logging(job: Job) -> tuple[Callback, ...]:
+    """The job's TensorBoard callback, when the study writes event files."""
+    if job.tensorboard is None:
+        return ()
+    return (TensorBoard(job.tensorboard, {"label": job.label, "config_key": job.key}),)
 
 
 # ---- executors ---------------------------------------------------------------------------------
@@ -202,9 +212,9 @@ class _Driver:
         self.runs_total = total
         self.runs_done = total - sum(len(j.seeds) for j in jobs)
         self.bar = None
-        if progress:
+        if progress:  # a bar on a terminal, one line per epoch in a log
             units = sum(len(j.seeds) * RunConfig(**j.config).epochs for j in jobs)
-            self.bar = tqdm(total=units, desc=f"study {name}", unit="epoch", dynamic_ncols=True)
+            self.bar = progress_bar(units, f"study {name}", "epoch")
             self._postfix("")
 
     def _postfix(self, current: str) -> None:
@@ -248,6 +258,12 @@ class _Driver:
 GROUPINGS = ("auto", "group", "single")
 
 
+def folder_name(label: str, key: str) -> str:
+    """A configuration's checkpoint folder: its label as a slug, then its key (``adamw-1f1c3662bf18``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:48].rstrip("-")
+    return f"{slug}-{key}" if slug else key
+
+
 def run_study(
     spec: StudySpec,
     out: str | Path,
@@ -259,16 +275,20 @@ def run_study(
     grouping: str = "auto",
     threads: int | None = None,
     progress: bool = True,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train every (configuration, seed) of ``spec`` the store in ``out`` lacks; return the
     driver's summary (errors, grouping decisions, runs planned, reused and trained). Everything is
     validated (the configurations are planned) before the folder or its store is created. With
     adaptive seeds, seeds are added look by look to the configurations of undecided comparisons
-    (:class:`~reglab.study.spec.AdaptiveSeeds`). The report is built by :mod:`.report`."""
+    (:class:`~reglab.study.spec.AdaptiveSeeds`). The report is built by :mod:`.report`.
+    ``tensorboard``: a folder for event files, ``<tensorboard>/<study>/<label>-<key>/seed-<seed>/``."""
     if executor not in EXECUTORS:
         raise ReglabError(f"unknown executor '{executor}' (allowed: {', '.join(EXECUTORS)})")
     if grouping not in GROUPINGS:
         raise ReglabError(f"unknown grouping '{grouping}' (allowed: {', '.join(GROUPINGS)})")
+    if tensorboard is not None:
+        require_tensorboard()
     threads = threads or torch.get_num_threads()
     planned = plan(spec)
     if device is not None:
@@ -288,8 +308,10 @@ def run_study(
         for p in planned:
             todo = [s for s in wanted[p.key] if (p.key, s) not in finished]
             if todo:
-                jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / p.key), grouping,
-                                threads))
+                folder = folder_name(p.label, p.key)
+                board = str(Path(tensorboard) / spec.name / folder) if tensorboard is not None else None
+                jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / folder), grouping,
+                                threads, board))
         total = sum(len(v) for v in wanted.values())
         driver = _Driver(store, {p.key: p for p in planned}, jobs, total, spec.name, progress)
         try:
