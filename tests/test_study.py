@@ -307,7 +307,7 @@ def test_sigkill_mid_study_then_rerun_resumes_from_the_checkpoint_to_the_same_re
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = crashed / "results.sqlite"
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill once a run is done and another is 3 epochs into its training
+    while time.time() < deadline:  # kill once a run is done and another is 2 epochs into its training
         if db.exists():
             try:
                 with sqlite3.connect(db) as con:
@@ -317,7 +317,7 @@ def test_sigkill_mid_study_then_rerun_resumes_from_the_checkpoint_to_the_same_re
                                           ).fetchone()[0]
             except sqlite3.OperationalError:  # the store is being created
                 done = running = 0
-            if done >= 1 and (running or 0) >= 3:
+            if done >= 1 and (running or 0) >= 2:
                 break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
@@ -331,11 +331,11 @@ def test_sigkill_mid_study_then_rerun_resumes_from_the_checkpoint_to_the_same_re
     states = [ckpt.load(p) for p in (crashed / "checkpoints").glob(f"*{killed[0][0]}*/*/last.pt")]
     [state] = [st for st in states if seeds <= set(st["seeds"])]  # the checkpoint the killed run continues
     checkpointed = state["epoch"]  # the store may hold one epoch more than the checkpoint
-    assert checkpointed >= 2
+    assert checkpointed >= 1
 
     subprocess.run(_cli("study", str(path), "-o", str(crashed), *args), check=True, env=env, capture_output=True)
     after = _status(db)
-    assert all(st == "done" for st, _ in after.values()) and len(after) == 4
+    assert all(st == "done" for st, _ in after.values()) and len(after) == 4, (before, after)
     for key, fin in finished_before.items():
         assert after[key][1] == fin  # finished runs were not recomputed
     for run in (r for r in Store(db).runs() if (r.config_key, r.seed) in killed):

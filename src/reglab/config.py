@@ -37,6 +37,7 @@ class RunConfig(BaseModel):
     steps: int | None = Field(None, ge=1, description="training budget in batches instead of epochs (None: epochs x batches per pass)")
     eval_every: int | None = Field(None, ge=1, description="batches between validations (None: once per pass); each validation ends an 'epoch' of the history")
     eval_train: bool = Field(True, description="evaluate the whole training split at the end (train_* final metrics)")
+    eval_test: bool = Field(True, description="evaluate the test split at the end (off for tuning trials: nothing of the test split is read)")
     batch_size: int = Field(64, ge=1, description="training batch size")
     eval_batch_size: int = Field(1024, ge=1, description="evaluation batch size")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of train carved out for validation")

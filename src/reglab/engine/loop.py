@@ -253,13 +253,15 @@ def _last_metrics(run: Run) -> list[list[dict[str, float]]]:
     """Validation and test metrics of each seed's last weights (a stopped seed's at its stop)."""
     if run.stop_state is not None:
         run.model.restore(run.stop_state, [s for s in range(run.size) if run.stopped[s]])
-    return [evaluate(run, split, f"last_{name}") for name, split in (("val", run.data.val), ("test", run.data.test))]
+    splits = (("val", run.data.val), ("test", run.data.test))
+    return [evaluate(run, split, f"last_{name}") for name, split in splits if name != "test" or run.config.eval_test]
 
 
 def _results(run: Run, run_dir: Path | None, seconds: float, last: list, keep_models: bool) -> list[RunResult]:
     """Each seed's metrics from its best epoch's weights (loaded), beside its ``last`` metrics."""
     splits = (("train", run.data.train), ("val", run.data.val), ("test", run.data.test))
-    finals = [evaluate(run, split, name) for name, split in splits if name != "train" or run.config.eval_train]
+    wanted = {"train": run.config.eval_train, "val": True, "test": run.config.eval_test}
+    finals = [evaluate(run, split, name) for name, split in splits if wanted[name]]
     results = []
     for s, seed in enumerate(run.seeds):
         metrics = {k: v for final in [*finals, *last] for k, v in final[s].items()}

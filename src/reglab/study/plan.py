@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ..config import RunConfig
 from ..techniques import compose, resolve_techniques
+from .search import with_values
 from .spec import StudySpec
 
 
@@ -59,8 +60,18 @@ def _configuration(spec: StudySpec, step_idx: list[int], label: str) -> Planned:
     return Planned(label, config, config_key(config), [spec.steps[i].name for i in step_idx])
 
 
+def context(spec: StudySpec, layer: int | None) -> RunConfig:
+    """The configuration a searched layer is tuned in (:mod:`.tune`): the baseline alone (``layer``
+    None); a step on the baseline and, in incremental mode, the steps before it."""
+    steps = [] if layer is None else list(range(layer + 1)) if spec.mode == "incremental" else [layer]
+    return _configuration(spec, steps, "").config.model_copy(update={"eval_test": False})  # selection reads no test
+
+
 def plan(spec: StudySpec) -> list[Planned]:
-    """The configurations of ``spec`` in report order (duplicates merged)."""
+    """The configurations of ``spec`` in report order (duplicates merged). Searched knobs must hold
+    values (:func:`reglab.study.tune.tune` returns the spec with its chosen ones); any still a space
+    plan with their first candidate."""
+    spec = with_values(spec, {})
     base = _configuration(spec, [], "baseline")
     out = [base]
     n = len(spec.steps)
@@ -105,6 +116,7 @@ def _orders(spec: StudySpec) -> list[list[int]]:
 
 def order_paths(spec: StudySpec) -> list[list[tuple[str, str, str]]]:
     """For mode = orders: per order, the (step name, key before, key after) of each added step."""
+    spec = with_values(spec, {})
     paths = []
     for order in _orders(spec):
         before = _configuration(spec, [], "").key

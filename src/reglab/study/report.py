@@ -39,6 +39,7 @@ from . import statistics as st
 from .plan import Planned, order_paths, plan
 from .spec import StudySpec
 from .store import Store, StoredRun
+from .tune import Tuned, tune
 
 ALPHA = 0.05
 
@@ -76,7 +77,9 @@ def _comparisons(spec: StudySpec, planned: list[Planned]) -> list[tuple[str, str
 
 
 def build_table(spec: StudySpec, store: Store) -> dict[str, Any]:
-    """The report's numbers as plain data (what ``report.json`` and ``--json`` hold)."""
+    """The report's numbers as plain data (what ``report.json`` and ``--json`` hold). Searched knobs
+    are reported at the values their tuning chose (read from the store)."""
+    spec, tuned = tune(spec, store)
     planned = plan(spec)
     runs = store.runs({p.key for p in planned})
     metric, report_metric = _metrics(spec, runs)
@@ -138,8 +141,21 @@ def build_table(spec: StudySpec, store: Store) -> dict[str, Any]:
              "correction": "holm" if len(looks) == 1 else "holm over bonferroni-over-looks",
              "rows": rows, "comparisons": table_comparisons, "best_configuration": best,
              "runs": {"finished": len(runs), "last_invocation": store.last_invocation()}}
+    table["tuning"] = [_tuning(t, spec) for t in tuned]
     table["verdict"] = verdict(table)
     return table
+
+
+def _tuning(t: Tuned, spec: StudySpec) -> dict[str, Any]:
+    """A tuned layer as data: each trial's validation metric (mean ± SE over the tuning seeds) and
+    the chosen values."""
+    trials = []
+    for trial in t.trials:
+        m, se = st.mean_se(list(trial.val.values()))
+        trials.append({"values": trial.values, "key": trial.key, "seeds": len(trial.val), "val_mean": m, "val_se": se})
+    return {"layer": t.label, "knobs": [k.id for k in t.knobs], "trials": trials, "runs": sum(x["seeds"] for x in trials),
+            "chosen": None if t.chosen is None else {k.id: v for k, v in t.chosen.items()},
+            "tune_seeds": spec.tune_seed_list, "selected_on": spec.metric}
 
 
 def _best(rows: list[dict[str, Any]], maximize_val: bool) -> dict[str, Any] | None:
@@ -244,6 +260,23 @@ def comparison_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def tuning_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    m = table["metric"]
+    head = ["tuned", "knobs", "trials", "runs (trials x tuning seeds)", "chosen", f"{m} at the chosen values (mean ± SE)"]
+    body = []
+    for t in table["tuning"]:
+        best = next((x for x in t["trials"] if t["chosen"] and x["values"] == t["chosen"]), None)
+        body.append([t["layer"], ", ".join(k.rsplit(".", 1)[1] for k in t["knobs"]), str(len(t["trials"])), str(t["runs"]),
+                     "not yet (trials missing)" if t["chosen"] is None else
+                     ", ".join(f"{k.rsplit('.', 1)[1]}={_value(v)}" for k, v in t["chosen"].items()),
+                     _pm(best["val_mean"], best["val_se"], m) if best else "–"])
+    return head, body
+
+
+def _value(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 def verdict_lines(table: dict[str, Any]) -> list[str]:
     v, rm = table["verdict"], table["report_metric"]
     pts = " points" if _is_fraction(rm) else ""
@@ -313,12 +346,19 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
     blocks.append(("table", *comparison_rows(table)))
     blocks.append(("h2", "Verdict"))
     blocks += [("li", line) for line in verdict_lines(table)]
+    if table["tuning"]:
+        blocks.append(("h2", "Tuned steps"))
+        blocks.append(("p", f"Each searched knob was chosen on the mean `{table['metric']}` (validation, each run's best "
+                            f"epoch) over the tuning seeds {table['tuning'][0]['tune_seeds']}, which are not the study's "
+                            "seeds: the configurations above were trained at the chosen values on fresh seeds, so their "
+                            "test numbers are not the best of many trials. The test split chose nothing."))
+        blocks.append(("table", *tuning_rows(table)))
     if notes:
         blocks.append(("p", notes))
     blocks.append(("h2", "Plots"))
     blocks += [("img", title, path) for title, path in pngs]
     blocks.append(("h2", "Configurations"))
-    configs = {p.key: p.config for p in plan(spec)}
+    configs = {p.key: p.config for p in plan(tune(spec, store)[0])}
     decisions = store.decisions()
     for r in table["rows"]:
         how = (f"; seeds {'stacked' if r['stacked'] else 'one by one'} ({decisions[r['key']][1]})"
@@ -433,6 +473,31 @@ def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> l
                       "(green: helped, red: hurt, after correction)")
         path = plots.save_figure(fig, out / "comparisons.png")
         pngs.append(("Each comparison's paired difference with its interval", path))
+
+    for t in table["tuning"]:  # sensitivity of each tuned knob
+        if len(t["knobs"]) != 1 or not t["trials"]:
+            continue
+        knob = t["knobs"][0]
+        points = sorted((x["values"][knob], x["val_mean"], x["val_se"]) for x in t["trials"]
+                        if isinstance(x["values"][knob], (int, float)) and x["val_mean"] == x["val_mean"])
+        if not points:
+            continue
+        vscale = 100 if _is_fraction(table["metric"]) else 1
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        xs = [p[0] for p in points]
+        ax.errorbar(xs, [vscale * p[1] for p in points], yerr=[vscale * (p[2] if p[2] == p[2] else 0) for p in points],
+                    fmt="o-", capsize=3)
+        if t["chosen"] is not None:
+            ax.axvline(t["chosen"][knob], color="C2", ls="--", label=f"chosen: {_value(t['chosen'][knob])}")
+            ax.legend(fontsize=8)
+        if min(xs) > 0 and max(xs) / min(xs) >= 20:
+            ax.set_xscale("log")
+        name = knob.rsplit(".", 1)[1]
+        ax.set_xlabel(f"{t['layer']}: {name}")
+        ax.set_ylabel(f"{table['metric']}{' (%)' if vscale == 100 else ''}, mean ± SE over the tuning seeds")
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{t['layer']}-{name}".lower()).strip("-")
+        path = plots.save_figure(fig, out / f"sensitivity-{slug}.png")
+        pngs.append((f"Sensitivity of {t['layer']}: validation metric against {name}", path))
 
     runs = {(r.config_key, r.seed): r for r in store.runs({r["key"] for r in rows})}
     chosen = [rows[0]]

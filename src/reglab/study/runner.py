@@ -45,6 +45,7 @@ from ..engine.tensorboard import TensorBoard, require_tensorboard
 from ..errors import ReglabError
 from .plan import Planned, plan
 from .report import build_table
+from .tune import tune
 from .spec import StudySpec
 from .store import Store
 
@@ -290,30 +291,30 @@ def run_study(
     if tensorboard is not None:
         require_tensorboard()
     threads = threads or torch.get_num_threads()
-    planned = plan(spec)
-    if device is not None:
-        for p in planned:
-            p.config = p.config.model_copy(update={"device": device})
+    plan(spec)  # every configuration validated before anything is created
     out = Path(out)
     store = Store(out / "results.sqlite")
     definition = store.save_definition(spec.name, spec.model_dump())
     before = store.finished()
-    wanted = {p.key: spec.seed_list[: spec.looks[0]] for p in planned}
     errors: list[str] = []
     decisions: dict[str, tuple[bool, str]] = {}
     trained, started = 0, time.perf_counter()
-    while True:
+
+    def train(items: list[Planned], wanted: dict[str, list[int]]) -> None:
+        nonlocal trained, errors
         finished = store.finished()
         jobs = []
-        for p in planned:
+        for p in items:
+            if device is not None:
+                p.config = p.config.model_copy(update={"device": device})
             todo = [s for s in wanted[p.key] if (p.key, s) not in finished]
             if todo:
                 folder = folder_name(p.label, p.key)
                 board = str(Path(tensorboard) / spec.name / folder) if tensorboard is not None else None
                 jobs.append(Job(p.key, p.label, p.config.model_dump(), todo, str(out / "checkpoints" / folder), grouping,
                                 threads, board))
-        total = sum(len(v) for v in wanted.values())
-        driver = _Driver(store, {p.key: p for p in planned}, jobs, total, spec.name, progress)
+        driver = _Driver(store, {p.key: p for p in items}, jobs, sum(len(v) for v in wanted.values()), spec.name,
+                         progress)
         try:
             EXECUTORS[executor](jobs, driver.handle, workers=workers, ray_address=ray_address)
         finally:
@@ -321,13 +322,32 @@ def run_study(
         trained += sum(len(j.seeds) for j in jobs)
         errors += driver.errors
         decisions.update(driver.decisions)
-        if not spec.adaptive or errors or not _more_seeds(spec, store, wanted):
-            break
+        if driver.errors:
+            raise _Failed
+
+    def train_trials(items: list[tuple[str, str, Any]]) -> None:  # tuning candidates on the tuning seeds
+        train([Planned(label, config, key, []) for key, label, config in items], {key: spec.tune_seed_list for key, _, _ in items})
+
+    wanted: dict[str, list[int]] = {}
+    try:
+        chosen, _ = tune(spec, store, train_trials)
+        planned = plan(chosen)
+        wanted.update({p.key: chosen.seed_list[: chosen.looks[0]] for p in planned})
+        while True:
+            train(planned, wanted)
+            if not chosen.adaptive or not _more_seeds(chosen, store, wanted):
+                break
+    except _Failed:
+        pass
     planned_runs = sum(len(v) for v in wanted.values())
     reused = sum((key, s) in before for key, seeds in wanted.items() for s in seeds)
     store.record_invocation(definition, planned_runs, reused, trained)
     return {"errors": errors, "decisions": decisions, "seconds": time.perf_counter() - started,
             "planned": planned_runs, "reused": reused, "trained": trained}
+
+
+class _Failed(Exception):
+    """A job failed: the study stops after the round it was in (the errors are reported)."""
 
 
 def _more_seeds(spec: StudySpec, store: Store, wanted: dict[str, list[int]]) -> bool:

@@ -40,6 +40,7 @@ from ..techniques import resolve_techniques
 from ..errors import ReglabError
 from ..options import format_validation_error
 from .statistics import planned_looks
+from .search import Knob, candidates, is_space, knobs_of, parse_space, with_values
 
 Mode = Literal["incremental", "isolated", "leave-one-out", "orders"]
 _NOT_IN_BASE = ("techniques", "seed")
@@ -91,6 +92,7 @@ class StudySpec(BaseModel):
     mode: Mode = "incremental"
     seeds: int | list[int] | AdaptiveSeeds = Field(3, description="number of seeds (0..n-1), the list of seeds, or adaptive {min, max, step, target}")
     min_effect: float | None = Field(None, gt=0, description="difference (report-metric units) for the power hint")
+    tune_seeds: int | list[int] = Field(2, description="seeds of the tuning trials of searched knobs: a count (10000, 10001, ...) or a list, none of them a study seed")
     metric: str | None = Field(None, description="validation metric selecting each run's best epoch")
     report_metric: str | None = Field(None, description="metric compared in the report (default: test_ twin of metric)")
     orders: int = Field(3, ge=1, description="number of random step orders (mode = orders)")
@@ -136,6 +138,11 @@ class StudySpec(BaseModel):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else sorted(self.seeds)
 
     @property
+    def tune_seed_list(self) -> list[int]:
+        """The seeds tuning trials train on (disjoint from :attr:`seed_list`)."""
+        return list(range(10_000, 10_000 + self.tune_seeds)) if isinstance(self.tune_seeds, int) else sorted(self.tune_seeds)
+
+    @property
     def adaptive(self) -> bool:
         return isinstance(self.seeds, AdaptiveSeeds)
 
@@ -170,6 +177,19 @@ def parse_spec(raw: dict[str, Any], where: str = "study") -> StudySpec:
             field = ".".join(map(str, first["loc"]))
             raise ReglabError(f"{where}: unknown field '{field}'") from None
         raise ReglabError(format_validation_error(err, where)) from None
+    if knobs_of_raw(spec, where) and not spec.metric:
+        raise ReglabError(f"{where}: a study with searched knobs names the validation metric that chooses them (metric = ...)")
+    if set(spec.tune_seed_list) & set(spec.seed_list):
+        raise ReglabError(f"{where}: tune_seeds must not include the study's seeds (tuning seeds select, study seeds measure)")
+    for knob in knobs_of_raw(spec, where):
+        layer = spec.baseline if knob.layer is None else spec.steps[knob.layer].techniques
+        table = {k: (candidates(parse_space(v))[0] if is_space(v) else v) for k, v in layer[knob.technique].items()}
+        for value in candidates(knob.space):
+            try:
+                resolve_techniques([{**table, knob.name: value}], default_optimizer=False)
+            except ReglabError as err:
+                raise ReglabError(f"{where}: {knob.id} = {value!r}: {err}") from None
+    searched, spec = spec, with_values(spec, {})  # the rest is checked with the first candidates
     try:
         spec.run_config(spec.baseline, {})  # base + baseline
     except ReglabError as err:
@@ -188,7 +208,21 @@ def parse_spec(raw: dict[str, Any], where: str = "study") -> StudySpec:
             spec.run_config(spec.baseline, step.set)
         except ReglabError as err:
             raise ReglabError(f"{where}: steps[{i}] ({step.name}).set: {err}") from None
-    return spec
+    return searched
+
+
+def knobs_of_raw(spec: StudySpec, where: str) -> list[Knob]:
+    """The searched knobs, with a one-line error naming a malformed space."""
+    layers = [("baseline", spec.baseline)] + [(f"steps[{i}]", s.techniques) for i, s in enumerate(spec.steps)]
+    for name, techniques in layers:
+        for t, table in enumerate(techniques):
+            for knob, value in table.items():
+                if is_space(value):
+                    try:
+                        parse_space(value)
+                    except pydantic.ValidationError as err:
+                        raise ReglabError(format_validation_error(err, f"{where}: {name}.techniques[{t}].{knob}")) from None
+    return knobs_of(spec)
 
 
 def load_spec(path: str | Path) -> StudySpec:

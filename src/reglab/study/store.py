@@ -205,6 +205,8 @@ class Store:
 
     def runs(self, keys: set[str] | None = None) -> list[StoredRun]:
         """Finished runs (of the configurations ``keys``, or all), ordered by key and seed."""
+        if isinstance(keys, str):
+            raise TypeError("keys: a set of configuration keys, not one string")
         query = ("SELECT config_key, seed, label, status, config, metrics, history, trajectory, checkpoint, seconds, "
                  f"group_size, device, threads FROM runs WHERE status IN {FINISHED} ORDER BY config_key, seed")
         with self._connect() as db:
