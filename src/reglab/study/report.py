@@ -341,6 +341,11 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
                         f"Each run's metrics are those of its best epoch, selected on `{table['metric']}` (validation); "
                         f"configurations are compared on `{rm}` of the same weights (mean ± standard error over seeds); "
                         f"the last epoch's `{rm}` is shown beside it. The test split selects nothing.{reuse}"))
+    runs = store.invocations()
+    if runs:
+        total = sum(i["seconds"] for i in runs) / 60
+        blocks.append(("p", f"Trained by {len(runs)} `reglab study` invocation(s), {total:.1f} min of wall time in all; "
+                            f"the last on {runs[-1]['machine']} ({runs[-1]['seconds'] / 60:.1f} min)."))
     blocks.append(("table", *table_rows(table, timing)))
     blocks.append(("h2", "Comparisons"))
     blocks.append(("table", *comparison_rows(table)))
@@ -369,7 +374,8 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
     (out / "report.md").write_text(_to_markdown(blocks))
     (out / "report.html").write_text(_to_html(blocks))
     (out / "report.json").write_text(dumps(table, indent=2))
-    (out / "timing.json").write_text(dumps({"seconds_per_run": {r["label"]: timing[r["key"]] for r in table["rows"]}}, indent=2))
+    (out / "timing.json").write_text(dumps({"seconds_per_run": {r["label"]: timing[r["key"]] for r in table["rows"]},
+                                            "invocations": store.invocations()}, indent=2))
     return table
 
 

@@ -39,6 +39,7 @@ import torch
 
 from ..config import RunConfig
 from ..engine.callbacks import Callback
+from ..engine import machine
 from ..engine.grouping import fit_seeds
 from ..engine.progress import progress_bar
 from ..engine.tensorboard import TensorBoard, require_tensorboard
@@ -341,7 +342,7 @@ def run_study(
         pass
     planned_runs = sum(len(v) for v in wanted.values())
     reused = sum((key, s) in before for key, seeds in wanted.items() for s in seeds)
-    store.record_invocation(definition, planned_runs, reused, trained)
+    store.record_invocation(definition, planned_runs, reused, trained, machine.line(), time.perf_counter() - started)
     return {"errors": errors, "decisions": decisions, "seconds": time.perf_counter() - started,
             "planned": planned_runs, "reused": reused, "trained": trained}
 

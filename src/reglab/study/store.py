@@ -13,8 +13,8 @@ unchanged, and one given more seeds trains only the new ones. Tables:
   its training loss stopped being finite) or it fails (``failed``);
 - ``epochs(config_key, seed, epoch, metrics)``: every epoch's record as soon as it exists;
 - ``decisions(config_key, grouped, reason)``: whether a configuration's seeds trained stacked;
-- ``invocations(started, definition, planned, reused, trained)``: what each ``reglab study`` found
-  finished and what it trained.
+- ``invocations(started, definition, planned, reused, trained, machine, seconds)``: what each
+  ``reglab study`` found finished, what it trained, on which machine and in how long.
 
 Every write is its own transaction (SQLite's journal makes it atomic), so a killed process leaves
 the store consistent: finished runs stay finished, and nothing recorded is lost. Only the driver
@@ -38,7 +38,7 @@ from ..config import dumps
 from ..errors import ReglabError
 
 #: bump when the tables change; an older store is refused with a one-line error
-FORMAT = "2"
+FORMAT = "3"
 FINISHED = ("done", "diverged")
 
 SCHEMA = """
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS epochs (
 CREATE TABLE IF NOT EXISTS decisions (config_key TEXT PRIMARY KEY, grouped INTEGER NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS invocations (
     started REAL NOT NULL, definition TEXT NOT NULL, planned INTEGER NOT NULL, reused INTEGER NOT NULL,
-    trained INTEGER NOT NULL);
+    trained INTEGER NOT NULL, machine TEXT NOT NULL, seconds REAL NOT NULL);
 """
 
 
@@ -150,14 +150,23 @@ class Store:
         with self._connect() as db:
             return db.execute("SELECT COUNT(*) FROM definitions").fetchone()[0]
 
-    def record_invocation(self, definition: str, planned: int, reused: int, trained: int) -> None:
+    def record_invocation(self, definition: str, planned: int, reused: int, trained: int, machine: str,
+                          seconds: float) -> None:
         with self._connect() as db:
-            db.execute("INSERT INTO invocations VALUES (?, ?, ?, ?, ?)", (time.time(), definition, planned, reused, trained))
+            db.execute("INSERT INTO invocations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (time.time(), definition, planned, reused, trained, machine, seconds))
 
     def last_invocation(self) -> dict[str, Any] | None:
+        """The planned / reused / trained run counts of the latest ``reglab study`` in this folder."""
         with self._connect() as db:
             row = db.execute("SELECT planned, reused, trained FROM invocations ORDER BY started DESC LIMIT 1").fetchone()
         return dict(zip(("planned", "reused", "trained"), row)) if row else None
+
+    def invocations(self) -> list[dict[str, Any]]:
+        """Every ``reglab study`` run in this folder: when, counts, machine, wall seconds."""
+        with self._connect() as db:
+            rows = db.execute("SELECT started, planned, reused, trained, machine, seconds FROM invocations ORDER BY started")
+            return [dict(zip(("started", "planned", "reused", "trained", "machine", "seconds"), r)) for r in rows]
 
     # ---- runs ----------------------------------------------------------------------------------
     def start_run(self, key: str, seed: int, label: str, config: dict[str, Any], device: str, threads: int) -> None:
