@@ -9,7 +9,6 @@ resumed run ends exactly like an uninterrupted one.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from torch import Tensor
 from ..config import RunConfig
 from ..data import Data, Split
 from ..errors import ReglabError
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import remove_temporary, resume_checkpoint, save_checkpoint
 from .run import Run, RunResult, build_run
 from .step import autocast, criterion, default_step
 
@@ -185,8 +184,9 @@ def fit(
 ) -> list[RunResult]:
     """Train ``config`` for every seed in ``seeds`` (default ``[config.seed]``) at once.
 
-    With ``run_dir``, ``last.pt`` is written after every epoch and ``best.pt`` whenever a seed
-    improves on the selection metric; ``resume=True`` continues from ``last.pt``. Each result
+    With ``run_dir``, ``last.pt`` is written after every epoch (the one before kept as
+    ``last.prev.pt``) and ``best.pt`` whenever a seed improves on the selection metric;
+    ``resume=True`` continues from ``last.pt``, or from ``last.prev.pt`` when ``last.pt`` is corrupted. Each result
     holds its seed's trained model (``result.model``, a plain module on the CPU) unless
     ``keep_models`` is off.
     """
@@ -197,8 +197,9 @@ def fit(
     run_dir = Path(run_dir) if run_dir is not None else None
     for hook in run.hooks["on_fit_start"]:
         hook(run)
-    if resume and run_dir is not None and (run_dir / "last.pt").exists():
-        load_checkpoint(run, run_dir / "last.pt")
+    if run_dir is not None:
+        remove_temporary(run_dir)  # left by a process killed while writing a checkpoint
+    if resume and run_dir is not None and resume_checkpoint(run, run_dir):
         if run.order_state is not None and run.cursor < run.steps_per_epoch * config.batch_size:
             run.order = _permutations(run, [torch.Generator().set_state(s.cpu()) for s in run.order_state])
     bar = _progress_bar(run, progress)
@@ -214,9 +215,7 @@ def fit(
             hook(run)
         run.elapsed = time.perf_counter() - started
         if run_dir is not None:
-            save_checkpoint(run, run_dir / "last.pt")
-            if run.improved:
-                shutil.copyfile(run_dir / "last.pt", run_dir / "best.pt")
+            save_checkpoint(run, run_dir, best=bool(run.improved))
         if bar is not None:
             bar.set_postfix_str(_summary(run))
     if bar is not None:
