@@ -45,12 +45,12 @@ def first_line(err: BaseException) -> str:
 
 #: what to do about an OS error, by errno
 _OS_ADVICE = {
-    errno.ENOSPC: "no space left on device (free some space, or choose a folder on another disk with --out)",
-    errno.EDQUOT: "disk quota exceeded (free some space, or choose a folder on another disk with --out)",
-    errno.EACCES: "permission denied (choose a folder you can write to with --out, or fix its permissions)",
-    errno.EPERM: "operation not permitted (choose a folder you can write to with --out, or fix its permissions)",
-    errno.EROFS: "read-only file system (choose a writable folder with --out)",
-    errno.ENAMETOOLONG: "name too long for the file system (use a shorter study name or --out path)",
+    errno.ENOSPC: "no space left on device (free some space, or write to another disk)",
+    errno.EDQUOT: "disk quota exceeded (free some space, or write to another disk)",
+    errno.EACCES: "permission denied (fix its permissions, or use another path)",
+    errno.EPERM: "operation not permitted (fix its permissions, or use another path)",
+    errno.EROFS: "read-only file system (use a writable folder)",
+    errno.ENAMETOOLONG: "name too long for the file system (use a shorter name or path)",
     errno.ENOENT: "no such file or folder",
     errno.ENOTDIR: "a part of this path is a file, not a folder",
     errno.EISDIR: "is a folder, not a file",

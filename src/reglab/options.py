@@ -6,6 +6,7 @@ problem into a one-line :class:`~reglab.errors.ReglabError` naming the option.
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -15,15 +16,25 @@ import pydantic
 from .errors import ReglabError
 
 
-def format_validation_error(err: pydantic.ValidationError, prefix: str) -> str:
-    """First problem of a pydantic error as ``prefix.field: message (got value)``."""
+def format_validation_error(err: pydantic.ValidationError, prefix: str, sep: str = ".") -> str:
+    """First problem of a pydantic error as ``prefix.field: message (got value)`` (``sep`` joins the
+    prefix and the field: ``"."`` for an object, ``": "`` for a file), or ``prefix: field 'name' is
+    required`` for a missing field."""
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"] if p not in ("kwargs",))
-    where = f"{prefix}.{loc}" if loc else prefix
-    got = e.get("input")
-    got = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return f"{where}: {e['msg']}{got}{more}"
+    if e["type"] == "missing" and loc:
+        return f"{prefix}: field '{loc}' is required{more}"
+    where = f"{prefix}{sep}{loc}" if loc else prefix
+    msg = str(e["ctx"]["error"]) if e["type"] == "value_error" and "error" in e.get("ctx", {}) else e["msg"]
+    got = e.get("input")
+    got = "" if isinstance(got, (dict, list)) or got is None else f" (got {_short_repr(got)})"
+    return f"{where}: {msg}{got}{more}"
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def option_table(fn: Callable[..., Any]) -> list[tuple[str, str, Any]]:
@@ -42,8 +53,6 @@ def call(fn: Callable[..., Any], what: str, /, *args: Any, **options: Any) -> An
     allowed = {name for name, _, _ in option_table(fn)}
     for key in options:
         if key not in allowed:
-            import difflib
-
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             listed = ", ".join(sorted(allowed)) or "none"

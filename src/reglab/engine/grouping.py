@@ -30,6 +30,7 @@ import torch
 
 from ..config import RunConfig
 from ..data import Data, load
+from ..errors import first_line
 from ..techniques import resolve_techniques, stack_blockers
 from .loop import fit
 from .run import RunResult, build_run
@@ -96,7 +97,7 @@ def decide(config: RunConfig, seeds: list[int], data: Data, steps: int = 7, marg
         group_step = _stepper(config, seeds, data)
         group_step(0)
     except Exception as err:  # noqa: BLE001 - any model that vmap cannot run falls back
-        return Decision(False, f"the model does not run under torch.func.vmap ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+        return Decision(False, f"the model does not run under torch.func.vmap ({type(err).__name__}: {first_line(err)[:120]})")
     single_step = _stepper(config, seeds[:1], data)
     single_step(0)
     k_group, k_single = _per_block(group_step(1)), _per_block(single_step(1))

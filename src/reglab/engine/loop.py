@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..config import RunConfig
 from ..data import Data, Split
-from ..errors import ReglabError
+from ..errors import ReglabError, warn
 from .checkpoint import remove_temporary, resume_checkpoint, save_checkpoint
 from .run import Run, RunResult, build_run
 from .step import autocast, criterion, default_step
@@ -171,6 +171,18 @@ def end_of_epoch(run: Run, train_records: list[dict[str, float]], seconds: float
     run.improved = improved
 
 
+def warn_non_finite(run: Run) -> None:
+    """One warning per seed at the first epoch whose training loss is NaN or infinite."""
+    for s, seed in enumerate(run.seeds):
+        history = run.history[s]
+        if not history or history[-1]["epoch"] != run.epoch:
+            continue
+        loss = history[-1].get("train_loss", 0.0)
+        if not math.isfinite(loss) and (len(history) < 2 or math.isfinite(history[-2].get("train_loss", 0.0))):
+            warn(f"{run.config.dataset}/{run.config.model} seed {seed}: the training loss is {loss} at epoch "
+                 f"{run.epoch}: training diverged (try a lower learning rate)")
+
+
 def fit(
     config: RunConfig,
     seeds: list[int] | None = None,
@@ -211,6 +223,7 @@ def fit(
         train_records = train_epoch(run, bar)
         run.epoch += 1
         end_of_epoch(run, train_records, time.perf_counter() - t0)
+        warn_non_finite(run)
         for hook in run.hooks["on_epoch_end"]:
             hook(run)
         run.elapsed = time.perf_counter() - started

@@ -114,6 +114,14 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def check_batch_size(config: RunConfig, rows: int) -> None:
+    """Refuse a batch larger than the training split (``rows`` examples): every epoch would silently
+    be one full-batch step of ``rows`` examples instead."""
+    if config.batch_size > rows:
+        raise ReglabError(f"batch_size: {config.batch_size} is larger than the training split of '{config.dataset}' "
+                          f"({rows} rows); use batch_size <= {rows}")
+
+
 def build_members(config: RunConfig, seeds: list[int], data: Data, techniques: list[Technique]) -> list[torch.nn.Module]:
     """One freshly initialized model per seed (``torch.manual_seed(seed)`` before building), with
     every technique's model transform applied."""
@@ -133,6 +141,7 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
     if data is None:
         data = load(config.dataset, val_fraction=config.val_fraction, split_seed=config.split_seed, **config.dataset_options)
     data = data.to(device)
+    check_batch_size(config, len(data.train))
     if config.amp == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn("amp='bf16' on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and "
                       "slower than float32; consider amp='off'", stacklevel=2)

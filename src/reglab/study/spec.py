@@ -40,6 +40,10 @@ from ..options import format_validation_error
 
 Mode = Literal["incremental", "isolated", "leave-one-out", "orders"]
 _NOT_IN_BASE = ("techniques", "seed")
+#: longest study name: the name is a folder name, and file systems allow 255 bytes per name (POSIX NAME_MAX)
+NAME_MAX = 255
+#: the splits a recorded metric is named after (``val_accuracy``, ``test_rmse``; :mod:`reglab.metrics`)
+SPLITS = ("train", "val", "test")
 
 
 class Step(BaseModel):
@@ -59,7 +63,7 @@ class Step(BaseModel):
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="study name (folder name)")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=NAME_MAX, description="study name (folder name)")
     description: str = ""
     mode: Mode = "incremental"
     seeds: int | list[int] = Field(3, description="number of seeds (0..n-1) or the list of seeds")
@@ -80,6 +84,23 @@ class StudySpec(BaseModel):
             raise ValueError("must be a non-empty list of distinct seeds")
         return v
 
+    @field_validator("metric", "report_metric")
+    @classmethod
+    def _metric_name(cls, v: str | None) -> str | None:
+        split, _, metric = (v or "").partition("_")
+        if v is not None and (split not in SPLITS or not metric):
+            raise ValueError(f"must name a split and a metric, like val_accuracy or test_rmse (split: {', '.join(SPLITS)})")
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_steps(cls, v: list[Step]) -> list[Step]:
+        names = [step.name for step in v]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"step names must be distinct (repeated: {', '.join(repr(n) for n in repeated)})")
+        return v
+
     @field_validator("base")
     @classmethod
     def _base(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -92,12 +113,13 @@ class StudySpec(BaseModel):
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
-    def run_config(self, techniques: list[dict[str, Any]], overrides: dict[str, Any]) -> RunConfig:
-        """The RunConfig of one configuration (validated, its techniques included)."""
+    def run_config(self, techniques: list[dict[str, Any]], overrides: dict[str, Any], where: str | None = None) -> RunConfig:
+        """The RunConfig of one configuration (validated, its techniques included); errors start
+        with ``where`` (default: ``study NAME``)."""
         raw = {**self.base, **overrides, "techniques": techniques}
         if self.metric and "metric" not in raw:
             raw["metric"] = self.metric
-        config = parse_config(raw, f"study {self.name}")
+        config = parse_config(raw, where or f"study {self.name}")
         resolve_techniques(config.techniques)
         return config
 
@@ -111,18 +133,19 @@ def parse_spec(raw: dict[str, Any], where: str = "study") -> StudySpec:
         if first["type"] == "extra_forbidden":
             field = ".".join(map(str, first["loc"]))
             raise ReglabError(f"{where}: unknown field '{field}'") from None
-        raise ReglabError(format_validation_error(err, where)) from None
-    spec.run_config(spec.baseline, {})  # base + baseline
+        raise ReglabError(format_validation_error(err, where, sep=": ")) from None
+    try:
+        resolve_techniques(spec.baseline)
+    except ReglabError as err:
+        raise ReglabError(f"{where}: baseline: {err}") from None
+    spec.run_config(spec.baseline, {}, f"{where}: base")  # base + baseline
     for i, step in enumerate(spec.steps):
         for j, t in enumerate(step.techniques):
             try:
                 resolve_techniques([t], default_optimizer=False)
             except ReglabError as err:
                 raise ReglabError(f"{where}: steps[{i}] ({step.name}).techniques[{j}]: {err}") from None
-        try:
-            spec.run_config(spec.baseline, step.set)
-        except ReglabError as err:
-            raise ReglabError(f"{where}: steps[{i}] ({step.name}).set: {err}") from None
+        spec.run_config(spec.baseline, step.set, f"{where}: steps[{i}] ({step.name}).set")
     return spec
 
 
