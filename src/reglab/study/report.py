@@ -19,6 +19,7 @@ import base64
 import html
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,42 @@ def verdict(table: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- rendering --------------------------------------------------------------------------------
+#: characters with an inline meaning in CommonMark/GitHub Markdown (emphasis, code, links, HTML,
+#: tables, strikethrough, math, entities); each is escaped with a backslash (CommonMark 0.31,
+#: section 2.4 "Backslash escapes")
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>|~$&])")
+#: what starts a block (heading, list, quote, thematic break) at the beginning of a line
+_MD_BLOCK_START = re.compile(r"^(\s*\d*)([#+=>.)-])", re.M)
+
+
+def md_text(text: str, block: bool = False) -> str:
+    """User text (a step name, a label, a description) escaped for Markdown, so that it shows as
+    written: inline markup characters get a backslash; with ``block`` (text that starts a line, like
+    a paragraph), so does whatever would start a heading, list or quote at the beginning of a line."""
+    text = _MD_INLINE.sub(r"\\\1", text)
+    return _MD_BLOCK_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", text) if block else text
+
+
+def plot_text(text: str) -> str:
+    """User text for a matplotlib label, shown as written: every ``$`` escaped so that it never
+    starts mathtext (Matplotlib, "Writing mathematical expressions"), and a leading underscore, which
+    hides a legend entry, preceded by a space."""
+    text = text.replace("$", r"\$")
+    return f" {text}" if text.startswith("_") else text
+
+
+def _names_escaped(value: Any, names: set[str]) -> Any:
+    """``value`` (the report table or a part of it) with every string in ``names`` (the study's
+    user-written configuration labels and step names) escaped by :func:`md_text`."""
+    if isinstance(value, str):
+        return md_text(value) if value in names else value
+    if isinstance(value, dict):
+        return {k: _names_escaped(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_names_escaped(v, names) for v in value]
+    return value
+
+
 def _is_fraction(metric: str) -> bool:
     return any(w in metric for w in ("accuracy", "f1", "error"))
 
@@ -216,7 +253,7 @@ def verdict_lines(table: dict[str, Any]) -> list[str]:
 
 def _markdown_table(head: list[str], body: list[list[str]]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    out += ["| " + " | ".join(re.sub(r"(?<!\\)\|", r"\\|", c) for c in row) + " |" for row in body]
     return "\n".join(out)
 
 
@@ -227,20 +264,22 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
     table = build_table(spec, store)
     pngs = _plots(spec, store, table, out)
     rm = table["report_metric"]
+    names = {step.name for step in spec.steps} | {r[k] for r in table["rows"] for k in ("label", "added") if r.get(k)}
+    shown = _names_escaped(table, names)  # user-written names escaped for Markdown; `table` stays as stored
     blocks: list[tuple] = [("h1", f"Study `{spec.name}`")]
     if spec.description:
-        blocks.append(("p", spec.description))
+        blocks.append(("p", md_text(spec.description, block=True)))
     blocks.append(("p", f"Mode: **{spec.mode}**, seeds {spec.seed_list} (paired across configurations). Runs select "
                         f"their best epoch on `{table['metric']}`; configurations are compared on `{rm}` (mean ± "
                         "standard error over seeds; Δ = paired per-seed difference, mean ± SE)."))
-    blocks.append(("table", *table_rows(table)))
+    blocks.append(("table", *table_rows(shown)))
     blocks.append(("h2", "Verdict"))
-    blocks += [("li", line) for line in verdict_lines(table)]
-    if table.get("orders"):
+    blocks += [("li", line) for line in verdict_lines(shown)]
+    if shown.get("orders"):
         blocks.append(("h2", "Gains by order"))
         blocks.append(("table", ["step", "mean gain", "min", "max", "gains per order"],
                        [[o["step"], _fmt(o["mean"], rm, True), _fmt(o["min"], rm, True), _fmt(o["max"], rm, True),
-                         ", ".join(_fmt(g, rm, True) for g in o["gains"])] for o in table["orders"]]))
+                         ", ".join(_fmt(g, rm, True) for g in o["gains"])] for o in shown["orders"]]))
     if notes:
         blocks.append(("p", notes))
     blocks.append(("h2", "Plots"))
@@ -248,7 +287,8 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
     blocks.append(("h2", "Configurations"))
     configs = {p.key: p.config for p in plan(spec)}
     for r in table["rows"]:
-        blocks.append(("li", f"**{r['label']}** (`{r['key']}`): {describe(configs[r['key']], configs[table['rows'][0]['key']])}"))
+        what = describe(configs[r["key"]], configs[table["rows"][0]["key"]])
+        blocks.append(("li", f"**{md_text(r['label'])}** (`{r['key']}`): {md_text(what)}"))
     (out / "report.md").write_text(_to_markdown(blocks))
     (out / "report.html").write_text(_to_html(blocks))
     (out / "report.json").write_text(json.dumps(table, indent=2, default=float))
@@ -287,12 +327,19 @@ def _to_markdown(blocks: list[tuple]) -> str:
 
 
 def _to_html(blocks: list[tuple]) -> str:
-    import re
-
     def inline(text: str) -> str:
-        text = html.escape(text)
+        """The Markdown of the blocks as HTML: backslash escapes kept as literal characters, then
+        ``**bold**`` and ```code```, everything else HTML-escaped."""
+        escaped: list[str] = []
+
+        def hold(m: re.Match) -> str:
+            escaped.append(m.group(1))
+            return f"\x00{len(escaped) - 1}\x00"
+
+        text = html.escape(re.sub(r"\\([!-/:-@\[-`{-~])", hold, text.replace("\x00", "")), quote=False)
         text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        return re.sub("\x00(\\d+)\x00", lambda m: html.escape(escaped[int(m.group(1))]), text)
 
     title = re.sub(r"[`*]", "", blocks[0][1])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
@@ -308,8 +355,8 @@ def _to_html(blocks: list[tuple]) -> str:
             parts.append(f"<p>&bull; {inline(rest[0])}</p>")
         elif kind == "table":
             head, body = rest
-            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
+            parts.append("<table><tr>" + "".join(f"<th>{inline(h)}</th>" for h in head) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in body]
             parts.append("</table>")
         elif kind == "img":
             data = base64.b64encode(rest[1].read_bytes()).decode()
@@ -331,9 +378,9 @@ def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> l
         ax.errorbar([i], [scale * r["report_mean"]], yerr=[scale * (r["report_se"] if math.isfinite(r["report_se"]) else 0)],
                     fmt="o", color="C0", capsize=4, ms=7)
         ax.scatter([i] * len(r["per_seed"]), [scale * v for v in r["per_seed"].values()], color="C1", s=12, zorder=3)
-    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(rm + (" (%)" if scale == 100 else ""))
-    ax.set_title(f"{spec.name}: {rm} per configuration (mean ± SE; dots: seeds)")
+    ax.set_xticks(range(len(rows)), [plot_text(r["label"]) for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(plot_text(rm + (" (%)" if scale == 100 else "")))
+    ax.set_title(plot_text(f"{spec.name}: {rm} per configuration (mean ± SE; dots: seeds)"))
     fig.tight_layout()
     path = out / "configurations.png"
     fig.savefig(path, dpi=110)
@@ -343,9 +390,9 @@ def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> l
     runs = {(r.config_key, r.seed): r for r in store.runs(spec.name)}
     first, last = rows[0], _final_row(table)
     pair = [first] + ([last] if last is not first else [])
-    histories = {r["label"]: [runs[(r["key"], s)].history for s in r["per_seed"] if (r["key"], s) in runs] for r in pair}
+    histories = {plot_text(r["label"]): [runs[(r["key"], s)].history for s in r["per_seed"] if (r["key"], s) in runs] for r in pair}
     pngs.append(("Learning curves: baseline vs final", plots.learning_curves(histories, table["metric"], out / "learning_curves.png")))
-    trajectories = {r["label"]: [runs[(r["key"], s)].trajectory for s in r["per_seed"] if (r["key"], s) in runs] for r in pair}
+    trajectories = {plot_text(r["label"]): [runs[(r["key"], s)].trajectory for s in r["per_seed"] if (r["key"], s) in runs] for r in pair}
     if any(t for ts in trajectories.values() for t in ts):
         pngs.append(("Trajectories: parameter and gradient norms per iteration",
                      plots.trajectories(trajectories, out / "trajectories.png")))
