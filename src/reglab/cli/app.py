@@ -43,7 +43,7 @@ from ..study.report import render
 from ..study.runner import EXECUTORS, run_study
 from ..study.spec import parse_spec
 from ..study.store import Store
-from ..study.validate import validate_study
+from ..study.validate import validate_config, validate_study
 from ..techniques import resolve_techniques
 from . import listing
 from .audit import app as audit_app
@@ -182,6 +182,13 @@ def _options(pairs: list[str], what: str) -> dict[str, Any]:
     return out
 
 
+def _techniques(texts: list[str]) -> list[dict[str, Any]]:
+    try:
+        return [parse_technique(t) for t in texts]
+    except ReglabError as err:
+        raise ReglabError(f"--technique: {err}") from None
+
+
 @app.command()
 def train(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/YAML/JSON run config; flags override it")] = None,
@@ -205,6 +212,7 @@ def train(
 ) -> None:
     """Train one configuration (one seed); write metrics, checkpoints and plots to the run folder."""
     raw: dict[str, Any] = load_file(config) if config else {}
+    from_file = set(raw)
     flags = {"dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size, "seed": seed,
              "metric": metric, "device": device, "amp": amp, "compile": compile_, "channels_last": channels_last}
     raw.update({k: v for k, v in flags.items() if v is not None})
@@ -213,7 +221,7 @@ def train(
     if model_opt:
         raw["model_options"] = {**raw.get("model_options", {}), **_options(model_opt, "--model-opt")}
     if technique:
-        raw["techniques"] = [*raw.get("techniques", []), *(parse_technique(t) for t in technique)]
+        raw["techniques"] = [*raw.get("techniques", []), *_techniques(technique)]
     cfg = parse_config(raw, "config" if config is None else str(config))
     resolve_techniques(cfg.techniques)  # technique names and knobs, before anything is written
     if resume and out is None:
@@ -222,8 +230,16 @@ def train(
     check_folder(run_dir, "--out")
     if run_dir.exists() and not resume and any(run_dir.glob("*.pt")):
         raise ReglabError(f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    flag_of = {"dataset_options": "--data-opt", "model_options": "--model-opt"}
 
-    result = fit(cfg, run_dir=run_dir, resume=resume, progress=progress)[0]
+    def field(name: str) -> str:
+        set_by_flag = flags.get(name) is not None or (name in flag_of and (data_opt if name == "dataset_options" else model_opt))
+        if config is not None and name in from_file and not set_by_flag:
+            return f"{config}: {name}"
+        return flag_of.get(name, "--" + name.replace("_", "-"))
+
+    data = validate_config(cfg, cfg.seed, field, "config")
+    result = fit(cfg, data=data, run_dir=run_dir, resume=resume, progress=progress)[0]
     write_run(run_dir, result)
     m = result.metrics
     summary = {k: m[k] for k in ("test_accuracy", "val_accuracy", "test_loss", "val_loss", "test_rmse", "val_rmse",

@@ -111,6 +111,9 @@ def select_device(name: str = "auto") -> torch.device:
         raise ReglabError(f"device: unknown device '{name}' (allowed: auto, cpu, cuda, cuda:N, mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ReglabError("device: cuda requested but no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ReglabError(f"device: {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return device
 
 
