@@ -5,15 +5,18 @@ checkpoint write and during a store write."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -74,7 +77,22 @@ def _random_middle(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _tensor_bytes(path: Path) -> None:
+    """64 bytes inside the largest tensor's data: a zip archive that torch.load reads without
+    complaint (it does not check the records' CRC-32), with wrong weights."""
+    data = bytearray(path.read_bytes())
+    start = len(checkpoint.MAGIC) + 32  # the payload after reglab's header: torch.save's zip archive
+    archive = zipfile.ZipFile(io.BytesIO(bytes(data[start:])))
+    record = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    offset = start + record.header_offset
+    name, extra = struct.unpack("<HH", data[offset + 26: offset + 30])
+    first = offset + 30 + name + extra
+    data[first: first + 64] = os.urandom(64)
+    path.write_bytes(bytes(data))
+
+
 CORRUPTIONS = {
+    "tensor-bytes": _tensor_bytes,
     "random-4k-in-the-middle": _random_middle,
     "empty": lambda p: p.write_bytes(b""),
     "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
@@ -291,7 +309,8 @@ def test_sigint_says_how_to_resume_exits_130_and_the_store_stays_consistent(tmp_
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == INTERRUPTED and "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1] == INTERRUPTED and "Traceback" not in stderr, stderr
     assert _integrity(folder) == "ok"
     assert not (folder / ".reglab.lock.json").exists()  # the lock was released
     result = CliRunner().invoke(app, ["study", str(tmp_path / "s.json"), "-o", str(folder), *ARGS])
