@@ -255,8 +255,8 @@ def test_a_store_corrupted_after_a_study_is_one_line_for_study_and_report(tmp_pa
 
 
 # ---- processes ---------------------------------------------------------------------------------
-def _python(script: str, *args: str, **kw: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], **kw)
+def _python(script: str, *args: str, cwd: Path, **kw: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], cwd=cwd, **kw)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
@@ -276,7 +276,7 @@ def test_a_second_process_is_refused_and_a_killed_holders_lock_is_taken_over(tmp
         with folder_lock(Path(sys.argv[1]), "study"):
             Path(sys.argv[2]).touch()
             time.sleep(600)
-    """, str(folder), str(ready))
+    """, str(folder), str(ready), cwd=tmp_path)
     try:
         _wait_for(ready, holder)
         line = _one_error(_study(folder))
@@ -296,7 +296,7 @@ def test_sigint_says_how_to_resume_exits_130_and_the_store_stays_consistent(tmp_
     (tmp_path / "s.json").write_text(json.dumps(study))
     folder = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "reglab.cli", "study", str(tmp_path / "s.json"), "-o", str(folder), *ARGS],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:  # interrupt once an epoch is stored
         if (folder / "results.sqlite").exists():
@@ -339,7 +339,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(tm
             real_fsync(fd)
         checkpoint._write, checkpoint.os.fsync = write, fsync
         fit(RunConfig.model_validate_json(sys.argv[3]), run_dir=sys.argv[1], progress=False)
-    """, str(tmp_path / "run"), str(ready), CONFIG.model_dump_json())
+    """, str(tmp_path / "run"), str(ready), CONFIG.model_dump_json(), cwd=tmp_path)
     try:
         _wait_for(ready, child)
     finally:
@@ -374,7 +374,7 @@ def test_sigkill_inside_a_store_transaction_leaves_a_consistent_store(tmp_path: 
         Store._connect = connect
         sys.argv = ["reglab", *sys.argv[2:]]
         main()
-    """, str(ready), "study", str(tmp_path / "faulty.json"), "-o", str(folder), *ARGS,
+    """, str(ready), "study", str(tmp_path / "faulty.json"), "-o", str(folder), *ARGS, cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(ready, child)

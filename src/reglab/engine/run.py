@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..config import RunConfig
 from ..data import Data, load
-from ..errors import ReglabError
+from ..errors import ReglabError, warn
 from ..metrics import default_metric, metric_maximized
 from ..techniques import Technique, build_member, resolve_techniques, stack_blockers
 from .callbacks import Callback, hook_table
@@ -117,12 +117,13 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
-def check_batch_size(config: RunConfig, rows: int) -> None:
-    """Refuse a batch larger than the training split (``rows`` examples): every epoch would silently
-    be one full-batch step of ``rows`` examples instead."""
+def warn_full_batch(config: RunConfig, rows: int) -> None:
+    """Say so when the batch is larger than the training split (``rows`` examples): every epoch is
+    then one full-batch step of ``rows`` examples. A warning, not an error: full-batch training of a
+    tiny split is a legitimate choice (the Sudoku deep-supervision tests train 4-16 puzzles so)."""
     if config.batch_size > rows:
-        raise ReglabError(f"batch_size: {config.batch_size} is larger than the training split of '{config.dataset}' "
-                          f"({rows} rows); use batch_size <= {rows}")
+        warn(f"batch_size {config.batch_size} is larger than the training split of '{config.dataset}' ({rows} rows): "
+             f"each epoch is one full-batch step of {rows} rows (set batch_size <= {rows} to silence this)")
 
 
 def build_members(config: RunConfig, seeds: list[int], data: Data, techniques: list[Technique]) -> list[torch.nn.Module]:
@@ -144,7 +145,7 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
     if data is None:
         data = load(config.dataset, val_fraction=config.val_fraction, split_seed=config.split_seed, **config.dataset_options)
     data = data.to(device)
-    check_batch_size(config, len(data.train))
+    warn_full_batch(config, len(data.train))
     if config.amp == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn("amp='bf16' on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and "
                       "slower than float32; consider amp='off'", stacklevel=2)

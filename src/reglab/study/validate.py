@@ -2,7 +2,7 @@
 
 :func:`parse_spec` checks a study file's fields and techniques on their own; :func:`validate_config`
 then builds a configuration as the training loop would, without training it: the device, the dataset
-and its options, the batch size against the training split, the model and its options, the
+and its options, the model and its options (a batch larger than the training split is a warning), the
 techniques' model transforms and their start-of-fit checks (``on_fit_start``). It evaluates the
 freshly built model on a few validation rows to learn the metric names the configuration records
 (the loop's ``evaluate`` plus the techniques' ``batch_metrics``), so that a selection ``metric`` or
@@ -13,7 +13,7 @@ leaves no folder, no store and no file behind.
 Errors name the file and the field that set the failing value, e.g.
 ``study.toml: base.model: unknown model 'mlpx' (...)``,
 ``study.toml: steps[2] (wide).set.model_options: model mlp.hidden.0: ...`` or, for ``reglab train``,
-``--batch-size: 5000 is larger than the training split ...``.
+``--metric: 'val_acc' is never recorded (recorded: ...)``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import torch
 from ..config import RunConfig
 from ..data import DATASETS, Data, _import_loaders, load, subset
 from ..engine.loop import evaluate
-from ..engine.run import Run, build_run, check_batch_size, select_device
+from ..engine.run import Run, build_run, select_device
 from ..errors import ReglabError
 from ..metrics import on_split
 from ..models import MODELS, _import_builders
@@ -78,10 +78,6 @@ def validate_config(
         except ReglabError as err:
             raise _at(field("dataset_options" if known and config.dataset_options else "dataset"), err) from None
     data = datasets[key]
-    try:
-        check_batch_size(config, len(data.train))
-    except ReglabError as err:
-        raise _at(field("batch_size"), err) from None
     with torch.random.fork_rng():
         try:
             build_member(config, data, [])
