@@ -198,9 +198,9 @@ def fit(
 
     With ``run_dir``, ``last.pt`` is written after every epoch (the one before kept as
     ``last.prev.pt``) and ``best.pt`` whenever a seed improves on the selection metric;
-    ``resume=True`` continues from ``last.pt``, or from ``last.prev.pt`` when ``last.pt`` is corrupted. Each result
-    holds its seed's trained model (``result.model``, a plain module on the CPU) unless
-    ``keep_models`` is off.
+    ``resume=True`` continues from ``last.pt``, or from ``last.prev.pt`` when ``last.pt`` is
+    corrupted. Each result holds its seed's trained model (``result.model``, a plain module on the
+    CPU) unless ``keep_models`` is off.
     """
     seeds = list(seeds) if seeds is not None else [config.seed]
     if len(set(seeds)) != len(seeds):
