@@ -149,3 +149,21 @@ def test_the_readme_library_example_runs_as_written(tmp_path, monkeypatch) -> No
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
     results = namespace["results"]
     assert len(results) == 3 and all(0 <= r.metrics["test_accuracy"] <= 1 for r in results)
+
+
+
+def test_every_torch_load_reads_weights_only() -> None:
+    """``torch.load`` unpickles arbitrary code unless ``weights_only=True``: every call says so
+    explicitly (the default differs between torch versions), and nothing imports it under another name."""
+    calls, unsafe = 0, []
+    for name, path in modules().items():
+        text = path.read_text()
+        assert not re.search(r"from torch(\.serialization)? import .*\bload\b", text), name
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("torch.load", "torch.serialization.load"):
+                calls += 1
+                flag = next((k.value for k in node.keywords if k.arg == "weights_only"), None)
+                if not (isinstance(flag, ast.Constant) and flag.value is True):
+                    unsafe.append(f"{name}:{node.lineno}")
+    assert calls >= 3, "the check must see the package's torch.load calls"
+    assert unsafe == [], f"torch.load without weights_only=True: {unsafe}"

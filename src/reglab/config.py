@@ -20,7 +20,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ReglabError
+from .errors import ReglabError, first_line, os_error_message
 from .options import format_validation_error
 
 class RunConfig(BaseModel):
@@ -90,11 +90,18 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML, YAML or JSON file into a dict (one-line error if missing or malformed)."""
+    """Read a TOML, YAML or JSON file (UTF-8) into a dict (one-line error naming the file if it is
+    missing, unreadable, not UTF-8 or malformed)."""
     path = Path(path)
-    if not path.is_file():
-        raise ReglabError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        if not path.is_file():
+            raise ReglabError(f"config file not found: {path}")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ReglabError(f"cannot read {os_error_message(err, path)}") from None
+    except UnicodeDecodeError as err:
+        raise ReglabError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                          "save the file as UTF-8") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -105,7 +112,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         else:
             raise ReglabError(f"{path}: unknown config format '{path.suffix}' (allowed: .toml, .yaml, .yml, .json)")
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ReglabError(f"{path}: cannot parse: {str(err).splitlines()[0]}") from None
+        raise ReglabError(f"{path}: cannot parse: {first_line(err)}") from None
     if not isinstance(data, dict):
         raise ReglabError(f"{path}: expected a table of settings at the top level")
     return data

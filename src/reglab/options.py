@@ -18,20 +18,30 @@ import pydantic
 from .errors import ReglabError
 
 
-def format_validation_error(err: pydantic.ValidationError, prefix: str) -> str:
-    """First problem of a pydantic error as ``prefix.field: message (got value)``."""
+def format_validation_error(err: pydantic.ValidationError, prefix: str, sep: str = ".") -> str:
+    """First problem of a pydantic error as ``prefix.field: message (got value)`` (``sep`` joins the
+    prefix and the field: ``"."`` for an object, ``": "`` for a file), or ``prefix: field 'name' is
+    required`` for a missing field."""
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"] if p not in ("kwargs",))
-    where = f"{prefix}.{loc}" if loc else prefix
-    got = e.get("input")
-    got = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    if e["type"] == "missing" and loc:
+        return f"{prefix}: field '{loc}' is required{more}"
+    where = f"{prefix}{sep}{loc}" if loc else prefix
+    msg = str(e["ctx"]["error"]) if e["type"] == "value_error" and "error" in e.get("ctx", {}) else e["msg"]
+    got = e.get("input")
+    got = "" if isinstance(got, (dict, list)) or got is None else f" (got {_short_repr(got)})"
     hint = ""
     if e["type"] in ("list_type", "tuple_type", "set_type") and isinstance(e.get("input"), str) and "," in e["input"]:
         name = str([p for p in e["loc"] if isinstance(p, str) and p != "kwargs"][-1:] or ["value"])
         name = name.strip("[]'")
         hint = f"; a list is written in brackets: {name}=[{e['input']}]"
-    return f"{where}: {e['msg']}{got}{more}{hint}"
+    return f"{where}: {msg}{got}{more}{hint}"
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def bounds(metadata: Any) -> str:

@@ -19,6 +19,7 @@ from .. import data as rdata
 from ..audit.duplicates import exact_duplicates, find_duplicates, recall, save_pair_grid
 from ..audit.link import cross_validate, link_tables
 from ..errors import ReglabError
+from .output import check_folder
 
 app = typer.Typer(
     help="Data audit: near-duplicates between or within splits (random-hyperplane LSH) and fuzzy record "
@@ -100,6 +101,8 @@ def duplicates(
     else:
         raise ReglabError("duplicates: two arguments must both be .npy files")
 
+    if out is not None:
+        check_folder(out, "--out")
     res = find_duplicates(xa, xb, bits=bits, tables=tables, probe=probe, threshold=threshold, seed=seed, center=center)
     summary = {"dataset": meta["dataset"], "a": meta["a"], "b": meta.get("b", "within"), **res.summary()}
     mode = f"{meta['a']} vs {meta['b']}" if xb is not None else f"within {meta['a']}"
@@ -135,9 +138,12 @@ def _read_csv(path: Path, what: str) -> Any:
     if not path.is_file():
         raise ReglabError(f"link: {what} file not found: {path}")
     try:
-        return pd.read_csv(path)
+        frame = pd.read_csv(path)
     except Exception as err:  # noqa: BLE001 - any parse failure becomes one line
         raise ReglabError(f"link: cannot read {what} {path} ({' '.join(str(err).split())})") from None
+    if frame.empty:
+        raise ReglabError(f"link: {what} {path} has no data rows (only a header: {', '.join(map(str, frame.columns))})")
+    return frame
 
 
 @app.command()
@@ -156,6 +162,8 @@ def link(
     json_output: bool = typer.Option(False, "--json", help="print a one-line JSON summary as the last line"),
 ) -> None:
     """Link records of A to records of B: cross-validated correct / wrong / missed rates, then matches."""
+    if out is not None:
+        check_folder(out, "--out")
     a, b = _read_csv(a_csv, "table A"), _read_csv(b_csv, "table B")
     columns: dict[str, str] = {}
     for spec in column:

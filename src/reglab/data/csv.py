@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ReglabError
+from ..errors import ReglabError, first_line
 from . import register
 from .base import Data, Split, carve_validation
 from .text import encode_text_column
@@ -54,8 +54,9 @@ def _read(path: str) -> tuple[Path, pd.DataFrame]:
     try:
         df = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ReglabError(f"csv: cannot read '{path}' ({first})") from None
+        raise ReglabError(f"csv: cannot read '{path}' ({first_line(err)})") from None
+    if df.empty:
+        raise ReglabError(f"csv: '{path}' has no data rows (only a header: {', '.join(map(str, df.columns))})")
     df.columns = [str(c) for c in df.columns]
     return p, df
 

@@ -6,5 +6,5 @@
 - :mod:`.callbacks` -- the hook protocol every technique and callback follows;
 - :mod:`.stacked` -- S seeds of one model stacked in one module (torch.func);
 - :mod:`.grouping` -- train a configuration's seeds stacked or one by one;
-- :mod:`.checkpoint` -- atomic checkpoints and exact resume.
+- :mod:`.checkpoint` -- atomic checkpoints verified by their digest, and exact resume.
 """

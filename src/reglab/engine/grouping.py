@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..data import Data
+from ..errors import first_line
 from ..techniques import resolve_techniques, stack_blockers
 from .loop import fit, next_rows
 from .run import RunResult, build_run, load_data
@@ -57,7 +58,7 @@ def decide(config: RunConfig, seeds: list[int], data: Data) -> Decision:
         rows = next_rows(run)
         default_step(run, run.data.batch(run.data.train, rows), run.data.train.y[rows])
     except Exception as err:  # noqa: BLE001 - any model that vmap cannot run falls back
-        return Decision(False, f"the model does not run under torch.func.vmap ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+        return Decision(False, f"the model does not run under torch.func.vmap ({type(err).__name__}: {first_line(err)[:120]})")
     params = sum(p.numel() for p in run.model.parameters()) // 2
     if run.device.type == "cpu" and config.amp == "bf16" and params > BF16_CPU_STACK_MAX_PARAMS:
         return Decision(False, f"bf16 on the CPU with {params:,} parameters per model (stacked bf16 products are "

@@ -16,9 +16,7 @@ not finite stops there and is marked diverged (``diverged`` = 1 in its metrics).
 from __future__ import annotations
 
 import math
-import shutil
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -26,8 +24,8 @@ from torch import Tensor
 
 from ..config import RunConfig
 from ..data import Data, Split
-from ..errors import ReglabError
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..errors import ReglabError, warn
+from .checkpoint import remove_temporary, resume_checkpoint, save_checkpoint
 from .progress import Progress
 from .run import Run, RunResult, build_run
 from .step import autocast, criterion, default_step
@@ -174,8 +172,8 @@ def end_of_epoch(run: Run, train_records: list[dict[str, float]], seconds: float
             raise ReglabError(f"metric '{run.metric}' is not recorded (recorded: {', '.join(record)})")
         if not math.isfinite(record["train_loss"]):
             run.stopped[s] = run.diverged[s] = True
-            warnings.warn(f"seed {run.seeds[s]} diverged at epoch {run.epoch} (training loss {record['train_loss']}); "
-                          "it is stopped and marked diverged", stacklevel=2)
+            warn(f"{run.config.dataset}/{run.config.model} seed {run.seeds[s]} diverged at epoch {run.epoch} (training "
+                 f"loss {record['train_loss']}): it is stopped and marked diverged (try a lower learning rate)")
             continue
         value = record[run.metric]
         better = value > run.best_value[s] if run.maximize else value < run.best_value[s]
@@ -199,11 +197,12 @@ def fit(
 ) -> list[RunResult]:
     """Train ``config`` for every seed in ``seeds`` (default ``[config.seed]``) at once.
 
-    With ``run_dir``, ``last.pt`` is written after every epoch and ``best.pt`` whenever a seed
-    improves on the selection metric; ``resume=True`` continues from ``last.pt``. Each result
-    holds its seed's trained model (``result.model``, a plain module on the CPU) unless
-    ``keep_models`` is off. ``progress``: a bar over the epochs on a terminal, one line per epoch
-    otherwise (:mod:`.progress`).
+    With ``run_dir``, ``last.pt`` is written after every epoch (the one before kept as
+    ``last.prev.pt``) and ``best.pt`` whenever a seed improves on the selection metric;
+    ``resume=True`` continues from ``last.pt``, or from ``last.prev.pt`` when ``last.pt`` is
+    corrupted. Each result holds its seed's trained model (``result.model``, a plain module on the
+    CPU) unless ``keep_models`` is off. ``progress``: a bar over the epochs on a terminal, one line
+    per epoch otherwise (:mod:`.progress`).
     """
     seeds = list(seeds) if seeds is not None else [config.seed]
     if len(set(seeds)) != len(seeds):
@@ -212,8 +211,9 @@ def fit(
     run_dir = Path(run_dir) if run_dir is not None else None
     for hook in run.hooks["on_fit_start"]:
         hook(run)
-    if resume and run_dir is not None and (run_dir / "last.pt").exists():
-        load_checkpoint(run, run_dir / "last.pt")
+    if run_dir is not None:
+        remove_temporary(run_dir)  # left by a process killed while writing a checkpoint
+    if resume and run_dir is not None and resume_checkpoint(run, run_dir):
         if run.order_state is not None and run.cursor < run.steps_per_epoch * config.batch_size:
             run.order = _permutations(run, [torch.Generator().set_state(s.cpu()) for s in run.order_state])
     started = time.perf_counter() - run.elapsed
@@ -230,9 +230,7 @@ def fit(
         _keep_stopped(run, [s for s in active if run.stopped[s]])
         run.elapsed = time.perf_counter() - started
         if run_dir is not None:
-            save_checkpoint(run, run_dir / "last.pt")
-            if run.improved:
-                shutil.copyfile(run_dir / "last.pt", run_dir / "best.pt")
+            save_checkpoint(run, run_dir, best=bool(run.improved))
     last = _last_metrics(run)
     run.model.restore(run.best_state)
     for hook in run.hooks["on_fit_end"]:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..config import RunConfig
 from ..data import Data, load
-from ..errors import ReglabError
+from ..errors import ReglabError, warn
 from ..metrics import default_metric, metric_maximized
 from ..models.seeded import purpose_seed
 from ..techniques import Technique, build_member, resolve_techniques, stack_blockers
@@ -133,7 +133,19 @@ def select_device(name: str = "auto") -> torch.device:
         raise ReglabError(f"device: unknown device '{name}' (allowed: auto, cpu, cuda, cuda:N, mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ReglabError("device: cuda requested but no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ReglabError(f"device: {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return device
+
+
+def warn_full_batch(config: RunConfig, rows: int) -> None:
+    """Say so when the batch is larger than the training split (``rows`` examples): every epoch is
+    then one full-batch step of ``rows`` examples. A warning, not an error: full-batch training of a
+    tiny split is a legitimate choice (the Sudoku deep-supervision tests train 4-16 puzzles so)."""
+    if config.batch_size > rows:
+        warn(f"batch_size {config.batch_size} is larger than the training split of '{config.dataset}' ({rows} rows): "
+             f"each epoch is one full-batch step of {rows} rows (set batch_size <= {rows} to silence this)")
 
 
 def build_members(config: RunConfig, seeds: list[int], data: Data, techniques: list[Technique]) -> list[torch.nn.Module]:
@@ -171,6 +183,7 @@ def build_run(config: RunConfig, seeds: list[int], data: Data | None = None, cal
     if data is None:
         data = load_data(config, seeds[0])
     data = data.to(device)
+    warn_full_batch(config, len(data.train))
     if config.amp == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn("amp='bf16' on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and "
                       "slower than float32; consider amp='off'", stacklevel=2)

@@ -193,6 +193,42 @@ def verdict(table: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- rendering --------------------------------------------------------------------------------
+#: characters with an inline meaning in CommonMark/GitHub Markdown (emphasis, code, links, HTML,
+#: tables, strikethrough, math, entities); each is escaped with a backslash (CommonMark 0.31,
+#: section 2.4 "Backslash escapes")
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>|~$&])")
+#: what starts a block (heading, list, quote, thematic break) at the beginning of a line
+_MD_BLOCK_START = re.compile(r"^(\s*\d*)([#+=>.)-])", re.M)
+
+
+def md_text(text: str, block: bool = False) -> str:
+    """User text (a step name, a label, a description) escaped for Markdown, so that it shows as
+    written: inline markup characters get a backslash; with ``block`` (text that starts a line, like
+    a paragraph), so does whatever would start a heading, list or quote at the beginning of a line."""
+    text = _MD_INLINE.sub(r"\\\1", text)
+    return _MD_BLOCK_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", text) if block else text
+
+
+def plot_text(text: str) -> str:
+    """User text for a matplotlib label, shown as written: every ``$`` escaped so that it never
+    starts mathtext (Matplotlib, "Writing mathematical expressions"), and a leading underscore, which
+    hides a legend entry, preceded by a space."""
+    text = text.replace("$", r"\$")
+    return f" {text}" if text.startswith("_") else text
+
+
+def _names_escaped(value: Any, names: set[str]) -> Any:
+    """``value`` (the report table or a part of it) with every string in ``names`` (the study's
+    user-written configuration labels and step names) escaped by :func:`md_text`."""
+    if isinstance(value, str):
+        return md_text(value) if value in names else value
+    if isinstance(value, dict):
+        return {k: _names_escaped(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_names_escaped(v, names) for v in value]
+    return value
+
+
 def _is_fraction(metric: str) -> bool:
     return any(w in metric for w in ("accuracy", "f1", "error"))
 
@@ -310,7 +346,7 @@ def verdict_lines(table: dict[str, Any]) -> list[str]:
 
 def _markdown_table(head: list[str], body: list[list[str]]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    out += ["| " + " | ".join(re.sub(r"(?<!\\)\|", r"\\|", c) for c in row) + " |" for row in body]
     return "\n".join(out)
 
 
@@ -326,9 +362,12 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
         timing[key] = sum(secs) / len(secs) if secs else math.nan
     pngs = _plots(spec, store, table, out)
     rm = table["report_metric"]
+    names = ({step.name for step in spec.steps} | {r[k] for r in table["rows"] for k in ("label", "added") if r.get(k)}
+             | {c["name"] for c in table["comparisons"]} | {t["layer"] for t in table["tuning"]})
+    shown = _names_escaped(table, names)  # user-written names escaped for Markdown; `table` stays as stored
     blocks: list[tuple] = [("h1", f"Study `{spec.name}`")]
     if spec.description:
-        blocks.append(("p", spec.description))
+        blocks.append(("p", md_text(spec.description, block=True)))
     inv = table["runs"]["last_invocation"]
     reuse = (f" The last `reglab study` found {inv['reused']} of {inv['planned']} runs finished and trained {inv['trained']}."
              if inv else "")
@@ -346,18 +385,18 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
         total = sum(i["seconds"] for i in runs) / 60
         blocks.append(("p", f"Trained by {len(runs)} `reglab study` invocation(s), {total:.1f} min of wall time in all; "
                             f"the last on {runs[-1]['machine']} ({runs[-1]['seconds'] / 60:.1f} min)."))
-    blocks.append(("table", *table_rows(table, timing)))
+    blocks.append(("table", *table_rows(shown, timing)))
     blocks.append(("h2", "Comparisons"))
-    blocks.append(("table", *comparison_rows(table)))
+    blocks.append(("table", *comparison_rows(shown)))
     blocks.append(("h2", "Verdict"))
-    blocks += [("li", line) for line in verdict_lines(table)]
+    blocks += [("li", line) for line in verdict_lines(shown)]
     if table["tuning"]:
         blocks.append(("h2", "Tuned steps"))
         blocks.append(("p", f"Each searched knob was chosen on the mean `{table['metric']}` (validation, each run's best "
                             f"epoch) over the tuning seeds {table['tuning'][0]['tune_seeds']}, which are not the study's "
                             "seeds: the configurations above were trained at the chosen values on fresh seeds, so their "
                             "test numbers are not the best of many trials. The test split chose nothing."))
-        blocks.append(("table", *tuning_rows(table)))
+        blocks.append(("table", *tuning_rows(shown)))
     if notes:
         blocks.append(("p", notes))
     blocks.append(("h2", "Plots"))
@@ -369,8 +408,8 @@ def render(spec: StudySpec, store: Store, out: str | Path, notes: str = "") -> d
         how = (f"; seeds {'stacked' if r['stacked'] else 'one by one'} ({decisions[r['key']][1]})"
                if r["stacked"] is not None and r["key"] in decisions else "")
         threads = f"; {', '.join(map(str, r['threads']))} torch thread(s)" if r["threads"] else ""
-        blocks.append(("li", f"**{r['label']}** (`{r['key']}`): {describe(configs[r['key']], configs[table['rows'][0]['key']])}"
-                             f"{how}{threads}"))
+        what = describe(configs[r["key"]], configs[table["rows"][0]["key"]])
+        blocks.append(("li", f"**{md_text(r['label'])}** (`{r['key']}`): {md_text(what)}{md_text(how)}{threads}"))
     (out / "report.md").write_text(_to_markdown(blocks))
     (out / "report.html").write_text(_to_html(blocks))
     (out / "report.json").write_text(dumps(table, indent=2))
@@ -412,9 +451,18 @@ def _to_markdown(blocks: list[tuple]) -> str:
 
 def _to_html(blocks: list[tuple]) -> str:
     def inline(text: str) -> str:
-        text = html.escape(text)
+        """The Markdown of the blocks as HTML: backslash escapes kept as literal characters, then
+        ``**bold**`` and ```code```, everything else HTML-escaped."""
+        escaped: list[str] = []
+
+        def hold(m: re.Match) -> str:
+            escaped.append(m.group(1))
+            return f"\x00{len(escaped) - 1}\x00"
+
+        text = html.escape(re.sub(r"\\([!-/:-@\[-`{-~])", hold, text.replace("\x00", "")), quote=False)
         text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        return re.sub("\x00(\\d+)\x00", lambda m: html.escape(escaped[int(m.group(1))]), text)
 
     title = re.sub(r"[`*]", "", blocks[0][1])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
@@ -430,8 +478,8 @@ def _to_html(blocks: list[tuple]) -> str:
             parts.append(f"<p>&bull; {inline(rest[0])}</p>")
         elif kind == "table":
             head, body = rest
-            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
+            parts.append("<table><tr>" + "".join(f"<th>{inline(h)}</th>" for h in head) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in body]
             parts.append("</table>")
         elif kind == "img":
             data = base64.b64encode(rest[1].read_bytes()).decode()
@@ -457,8 +505,8 @@ def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> l
     for i, r in enumerate(rows):
         se = r["report_se"] if math.isfinite(r["report_se"]) else 0
         ax.errorbar([i], [scale * r["report_mean"]], yerr=[scale * se], fmt="o", color="C0", capsize=4, ms=7, zorder=3)
-    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(rm + unit)
+    ax.set_xticks(range(len(rows)), [plot_text(r["label"]) for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(plot_text(rm + unit))
     ax.set_title(f"{rm} per configuration: mean ± SE; grey lines: the same seed across configurations")
     path = plots.save_figure(fig, out / "configurations.png")
     pngs.append(("Report metric per configuration, seeds paired", path))
@@ -473,7 +521,7 @@ def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> l
                 ax.plot([scale * lo, scale * hi], [j, j], "-", color=color, lw=2)
             ax.plot([scale * c["mean"]], [j], "o", color=color)
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(range(len(comps)), [c["name"] for c in comps], fontsize=8)
+        ax.set_yticks(range(len(comps)), [plot_text(c["name"]) for c in comps], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(f"Δ {rm}{' (points)' if scale == 100 else ''}, A − B, with 95% t CI "
                       "(green: helped, red: hurt, after correction)")
@@ -494,12 +542,12 @@ def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> l
         ax.errorbar(xs, [vscale * p[1] for p in points], yerr=[vscale * (p[2] if p[2] == p[2] else 0) for p in points],
                     fmt="o-", capsize=3)
         if t["chosen"] is not None:
-            ax.axvline(t["chosen"][knob], color="C2", ls="--", label=f"chosen: {_value(t['chosen'][knob])}")
+            ax.axvline(t["chosen"][knob], color="C2", ls="--", label=plot_text(f"chosen: {_value(t['chosen'][knob])}"))
             ax.legend(fontsize=8)
         if min(xs) > 0 and max(xs) / min(xs) >= 20:
             ax.set_xscale("log")
         name = knob.rsplit(".", 1)[1]
-        ax.set_xlabel(f"{t['layer']}: {name}")
+        ax.set_xlabel(plot_text(f"{t['layer']}: {name}"))
         ax.set_ylabel(f"{table['metric']}{' (%)' if vscale == 100 else ''}, mean ± SE over the tuning seeds")
         slug = re.sub(r"[^a-z0-9]+", "-", f"{t['layer']}-{name}".lower()).strip("-")
         path = plots.save_figure(fig, out / f"sensitivity-{slug}.png")
@@ -511,10 +559,12 @@ def _plots(spec: StudySpec, store: Store, table: dict[str, Any], out: Path) -> l
     for r in (next((x for x in rows if best and x["key"] == best["key"]), None), rows[-1]):
         if r is not None and r not in chosen:
             chosen.append(r)
-    histories = {r["label"]: [runs[(r["key"], s)].history for s in r["per_seed"] if (r["key"], s) in runs] for r in chosen}
+    histories = {plot_text(r["label"]): [runs[(r["key"], s)].history for s in r["per_seed"] if (r["key"], s) in runs]
+                 for r in chosen}
     pngs.append(("Learning curves: baseline, the best configuration on validation, the final one",
                  plots.learning_curves(histories, table["metric"], out / "learning_curves.png")))
-    trajectories = {r["label"]: [runs[(r["key"], s)].trajectory for s in r["per_seed"] if (r["key"], s) in runs] for r in chosen}
+    trajectories = {plot_text(r["label"]): [runs[(r["key"], s)].trajectory for s in r["per_seed"] if (r["key"], s) in runs]
+                    for r in chosen}
     if any(t for ts in trajectories.values() for t in ts):
         pngs.append(("Trajectories: parameter and gradient norms per iteration",
                      plots.trajectories(trajectories, out / "trajectories.png")))

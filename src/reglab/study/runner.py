@@ -47,6 +47,7 @@ from ..errors import ReglabError
 from .plan import Planned, plan
 from .report import build_table
 from .tune import tune
+from .validate import validate_study
 from .spec import StudySpec
 from .store import Store
 
@@ -278,13 +279,16 @@ def run_study(
     threads: int | None = None,
     progress: bool = True,
     tensorboard: str | Path | None = None,
+    validate: bool = True,
 ) -> dict[str, Any]:
     """Train every (configuration, seed) of ``spec`` the store in ``out`` lacks; return the
     driver's summary (errors, grouping decisions, runs planned, reused and trained). Everything is
     validated (the configurations are planned) before the folder or its store is created. With
     adaptive seeds, seeds are added look by look to the configurations of undecided comparisons
     (:class:`~reglab.study.spec.AdaptiveSeeds`). The report is built by :mod:`.report`.
-    ``tensorboard``: a folder for event files, ``<tensorboard>/<study>/<label>-<key>/seed-<seed>/``."""
+    ``tensorboard``: a folder for event files, ``<tensorboard>/<study>/<label>-<key>/seed-<seed>/``.
+    ``validate``: build and check every configuration first (:func:`~reglab.study.validate.validate_study`;
+    the CLI does it before it locks the folder, and passes False)."""
     if executor not in EXECUTORS:
         raise ReglabError(f"unknown executor '{executor}' (allowed: {', '.join(EXECUTORS)})")
     if grouping not in GROUPINGS:
@@ -292,7 +296,8 @@ def run_study(
     if tensorboard is not None:
         require_tensorboard()
     threads = threads or torch.get_num_threads()
-    plan(spec)  # every configuration validated before anything is created
+    if validate:  # every configuration built and checked before anything is created
+        validate_study(spec, f"study {spec.name}", device=device)
     out = Path(out)
     store = Store(out / "results.sqlite")
     definition = store.save_definition(spec.name, spec.model_dump())

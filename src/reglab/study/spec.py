@@ -44,6 +44,10 @@ from .search import Knob, candidates, is_space, knobs_of, parse_space, with_valu
 
 Mode = Literal["incremental", "isolated", "leave-one-out", "orders"]
 _NOT_IN_BASE = ("techniques", "seed")
+#: longest study name: the name is a folder name, and file systems allow 255 bytes per name (POSIX NAME_MAX)
+NAME_MAX = 255
+#: the splits a recorded metric is named after (``val_accuracy``, ``test_rmse``; :mod:`reglab.metrics`)
+SPLITS = ("train", "val", "test")
 
 
 class Step(BaseModel):
@@ -87,7 +91,7 @@ class AdaptiveSeeds(BaseModel):
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="study name (folder name)")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=NAME_MAX, description="study name (folder name)")
     description: str = ""
     mode: Mode = "incremental"
     seeds: int | list[int] | AdaptiveSeeds = Field(3, description="number of seeds (0..n-1), the list of seeds, or adaptive {min, max, step, target}")
@@ -120,6 +124,23 @@ class StudySpec(BaseModel):
             raise ValueError("must be >= 1")
         if isinstance(v, list) and (not v or len(set(v)) != len(v)):
             raise ValueError("must be a non-empty list of distinct seeds")
+        return v
+
+    @field_validator("metric", "report_metric")
+    @classmethod
+    def _metric_name(cls, v: str | None) -> str | None:
+        split, _, metric = (v or "").partition("_")
+        if v is not None and (split not in SPLITS or not metric):
+            raise ValueError(f"must name a split and a metric, like val_accuracy or test_rmse (split: {', '.join(SPLITS)})")
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_steps(cls, v: list[Step]) -> list[Step]:
+        names = [step.name for step in v]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"step names must be distinct (repeated: {', '.join(repr(n) for n in repeated)})")
         return v
 
     @field_validator("base")
@@ -157,12 +178,13 @@ class StudySpec(BaseModel):
     def target_halfwidth(self) -> float | None:
         return self.seeds.target if isinstance(self.seeds, AdaptiveSeeds) else None
 
-    def run_config(self, techniques: list[dict[str, Any]], overrides: dict[str, Any]) -> RunConfig:
-        """The RunConfig of one configuration (validated, its techniques included)."""
+    def run_config(self, techniques: list[dict[str, Any]], overrides: dict[str, Any], where: str | None = None) -> RunConfig:
+        """The RunConfig of one configuration (validated, its techniques included); errors start
+        with ``where`` (default: ``study NAME``)."""
         raw = {**self.base, **overrides, "techniques": techniques}
         if self.metric and "metric" not in raw:
             raw["metric"] = self.metric
-        config = parse_config(raw, f"study {self.name}")
+        config = parse_config(raw, where or f"study {self.name}")
         resolve_techniques(config.techniques)
         return config
 
@@ -176,12 +198,13 @@ def parse_spec(raw: dict[str, Any], where: str = "study") -> StudySpec:
         if first["type"] == "extra_forbidden":
             field = ".".join(map(str, first["loc"]))
             raise ReglabError(f"{where}: unknown field '{field}'") from None
-        raise ReglabError(format_validation_error(err, where)) from None
-    if knobs_of_raw(spec, where) and not spec.metric:
+        raise ReglabError(format_validation_error(err, where, sep=": ")) from None
+    searched_knobs = knobs_of_raw(spec, where)
+    if searched_knobs and not spec.metric:
         raise ReglabError(f"{where}: a study with searched knobs names the validation metric that chooses them (metric = ...)")
-    if set(spec.tune_seed_list) & set(spec.seed_list):
+    if searched_knobs and set(spec.tune_seed_list) & set(spec.seed_list):
         raise ReglabError(f"{where}: tune_seeds must not include the study's seeds (tuning seeds select, study seeds measure)")
-    for knob in knobs_of_raw(spec, where):
+    for knob in searched_knobs:
         layer = spec.baseline if knob.layer is None else spec.steps[knob.layer].techniques
         table = {k: (candidates(parse_space(v))[0] if is_space(v) else v) for k, v in layer[knob.technique].items()}
         for value in candidates(knob.space):
@@ -191,9 +214,10 @@ def parse_spec(raw: dict[str, Any], where: str = "study") -> StudySpec:
                 raise ReglabError(f"{where}: {knob.id} = {value!r}: {err}") from None
     searched, spec = spec, with_values(spec, {})  # the rest is checked with the first candidates
     try:
-        spec.run_config(spec.baseline, {})  # base + baseline
+        resolve_techniques(spec.baseline)
     except ReglabError as err:
         raise ReglabError(f"{where}: baseline: {err}") from None
+    spec.run_config(spec.baseline, {}, f"{where}: base")  # base + baseline
     for i, step in enumerate(spec.steps):
         for j, t in enumerate(step.techniques):
             try:
@@ -204,10 +228,7 @@ def parse_spec(raw: dict[str, Any], where: str = "study") -> StudySpec:
             resolve_techniques(step.techniques, default_optimizer=False)
         except ReglabError as err:
             raise ReglabError(f"{where}: steps[{i}] ({step.name}).techniques: {err}") from None
-        try:
-            spec.run_config(spec.baseline, step.set)
-        except ReglabError as err:
-            raise ReglabError(f"{where}: steps[{i}] ({step.name}).set: {err}") from None
+        spec.run_config(spec.baseline, step.set, f"{where}: steps[{i}] ({step.name}).set")
     return searched
 
 

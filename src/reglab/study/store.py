@@ -105,8 +105,7 @@ class Store:
             if "studies" in tables:
                 raise ReglabError(f"{self.path}: a results store of an older reglab (format 1); "
                                   "run the study into a new --out folder")
-            db.executescript(SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+            db.executescript(f"BEGIN; {SCHEMA} INSERT OR IGNORE INTO meta VALUES ('format', '{FORMAT}'); COMMIT;")
             found = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
         if found != FORMAT:
             raise ReglabError(f"{self.path}: results store format {found} is not this reglab's ({FORMAT}); "
@@ -228,6 +227,11 @@ class Store:
                                  _nan(json.loads(history or "[]")), _nan(json.loads(trajectory or "{}")), ckpt, seconds,
                                  group, device, threads))
         return out
+
+    def statuses(self) -> dict[tuple[str, int], str]:
+        """The status of every run in the store: running, done, diverged or failed."""
+        with self._connect() as db:
+            return {(k, s): st for k, s, st in db.execute("SELECT config_key, seed, status FROM runs")}
 
     def decisions(self) -> dict[str, tuple[bool, str]]:
         with self._connect() as db:
