@@ -267,6 +267,66 @@ def test_trainer_stops_where_the_criterion_says_on_its_own_history(knobs):
     assert expected is not None  # this configuration does overfit within 12 epochs
 
 
+def test_pq_does_not_stop_on_a_strip_whose_minimum_training_error_is_zero():
+    # Prechelt's P_k = 1000 (sum / (k min) - 1) is infinite when min = 0, so PQ = GL / P_k = 0 <= alpha
+    val = [0.40, 0.30, 0.35, 0.36, 0.40, 0.45]
+    train = [0.20, 0.05, 0.00, 0.00, 0.01, 0.00]  # training accuracy reaches 100%
+    assert stop_epoch("GL", val, alpha=5) == 3  # GL > 0 from t3 on ...
+    assert stop_epoch("PQ", val, train, alpha=0.5, strip=3) is None  # ... but every strip's minimum is 0
+    # strip 1: t3 and t4 have E_tr = 0 (no stop although GL > 0); t5 has E_tr = .01 > 0, so
+    # P = 1000 (.01 / .01 - 1) = 0, PQ = inf -> the first stop is at t5
+    assert stop_epoch("PQ", val, train, alpha=0.5, strip=1) == 5
+    # a positive minimum: the usual quotient (t3 with k = 3: P = 1000 (.3 / (3 * .05) - 1) = 1000, GL = 16.7)
+    train_pos = [0.20, 0.05, 0.05]
+    assert not should_stop("PQ", val[:3], train_pos, alpha=0.5, strip=3)  # 16.7 / 1000 = 0.0167
+    assert should_stop("PQ", val[:3], train_pos, alpha=0.01, strip=3)
+
+
+class _Regression(Callback):
+    """Records what the early stopper sees: E_va and E_tr of seed 0 at every epoch end."""
+
+    order = 99
+
+    def __init__(self):
+        self.seen = []
+
+    def on_epoch_end(self, run):
+        stopper = technique(run, "early_stopping")
+        self.seen.append(stopper._errors(run, 0))
+
+
+def regression_data(n=64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3 * n, 6, generator=g)
+    y = x[:, :1] * 2 - x[:, 1:2] + 0.3 * torch.randn(3 * n, 1, generator=g)
+    parts = [Split(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n]) for i in range(3)]
+    return Data("reg", "regression", *parts, (6,), [], kind="tabular")
+
+
+def test_train_rmse_is_the_rmse_of_the_training_batches_as_trained():
+    data = regression_data()
+    cfg = RunConfig(model="mlp", model_options={"hidden": [8]}, epochs=1, batch_size=16, metric="val_rmse",
+                    techniques=[{"name": "sgd", "lr": 1e-30}])  # weights do not move: the epoch sees one model
+    result = fit(cfg, data=data, progress=False)[0]
+    model = result.model.eval()
+    with torch.no_grad():
+        pred = model(data.normalize(data.train.x))
+    expected = (pred - data.train.y).pow(2).mean().sqrt().item()  # 64 rows = 4 full batches: every row once
+    assert result.history[0]["train_rmse"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_gl_and_pq_use_the_rmse_on_both_splits_when_the_metric_is_rmse():
+    data = regression_data()
+    seen = _Regression()
+    cfg = RunConfig(model="mlp", model_options={"hidden": [8]}, epochs=4, batch_size=16, metric="val_rmse",
+                    techniques=[{"name": "adam", "lr": 1e-2}, {"name": "early_stopping", "criterion": "PQ", "alpha": 1e6}])
+    result = fit(cfg, data=data, callbacks=(seen,), progress=False)[0]
+    val, train = seen.seen[-1]
+    assert val == [r["val_rmse"] for r in result.history]
+    assert train == [r["train_rmse"] for r in result.history]  # not the training MSE (train_loss)
+    assert all(abs(t - math.sqrt(r["train_loss"])) < 1e-4 for t, r in zip(train, result.history))
+
+
 # ---- normalization surgery ---------------------------------------------------------------------
 def model_of(cfg, data=DATA, seed=0):
     return build_run(cfg, [seed], data=data).model.single
