@@ -354,6 +354,49 @@ def test_batchnorm_in_mlp_linear_without_bias_then_bn_then_activation_same_weigh
     assert torch.allclose(z.var(0, unbiased=False), torch.ones(16), atol=1e-2)
 
 
+LAB_MLP = dict(model_options={"hidden": [16, 32, 24]})
+
+
+def test_batchnorm_after_the_activation_skipping_the_first_layer_is_the_labs_placement():
+    plain = model_of(config([], **LAB_MLP))
+    bn = model_of(config([{"name": "batchnorm", "placement": "after", "skip_first": True}], **LAB_MLP))
+    assert [type(m) for m in bn] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Linear,
+                                     nn.ReLU, nn.BatchNorm1d, nn.Linear]
+    assert all(m.bias is not None for m in bn if isinstance(m, nn.Linear))  # the activation separates bias and shift
+    assert (bn[5].num_features, bn[8].num_features) == (32, 24)
+    for i, j in ((1, 1), (3, 3), (6, 5), (9, 7)):  # the same weights and biases as without BN
+        assert torch.equal(bn[i].weight, plain[j].weight) and torch.equal(bn[i].bias, plain[j].bias)
+    # the forward pass by hand, train mode: BN(h) = (h - mean_batch) / sqrt(var_batch + eps) * gamma + beta
+    with torch.no_grad():
+        bn[5].weight.uniform_(0.5, 1.5), bn[5].bias.uniform_(-0.5, 0.5)
+    x = DATA.normalize(DATA.to_input(DATA.train.x[:32]))
+    norm = lambda h, m: (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + m.eps) * m.weight + m.bias  # noqa: E731
+    lin = lambda h, m: h @ m.weight.T + m.bias  # noqa: E731
+    h = torch.relu(lin(x.flatten(1), bn[1]))
+    h = norm(torch.relu(lin(h, bn[3])), bn[5])
+    h = norm(torch.relu(lin(h, bn[6])), bn[8])
+    assert torch.allclose(bn.train()(x), lin(h, bn[9]), atol=1e-5)
+
+
+def test_batchnorm_placements_before_and_skip_first_and_with_dropout():
+    before_skip = model_of(config([{"name": "batchnorm", "skip_first": True}], **LAB_MLP))
+    assert [type(m) for m in before_skip] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU,
+                                              nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert before_skip[1].bias is not None and before_skip[3].bias is None and before_skip[6].bias is None
+    after = model_of(config([{"name": "batchnorm", "placement": "after"}], **LAB_MLP))
+    assert [type(m) for m in after][:4] == [nn.Flatten, nn.Linear, nn.ReLU, nn.BatchNorm1d]
+    # dropout after the BN that follows an activation, whichever technique comes first
+    bn = {"name": "batchnorm", "placement": "after", "skip_first": True}
+    for techniques in ([bn, {"name": "dropout", "p": 0.2}], [{"name": "dropout", "p": 0.2}, bn]):
+        kinds = [type(m) for m in model_of(config(techniques, **LAB_MLP))]
+        assert kinds == [nn.Flatten, nn.Linear, nn.ReLU, SeedDropout, nn.Linear, nn.ReLU, nn.BatchNorm1d, SeedDropout,
+                         nn.Linear, nn.ReLU, nn.BatchNorm1d, SeedDropout, nn.Linear], techniques
+    conv = model_of(config([{"name": "batchnorm", "placement": "after"}], model="convnet", model_options={"channels": [4, 8]}))
+    assert [type(m) for m in conv][:4] == [nn.Conv2d, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d]
+    with pytest.raises(ReglabError, match="batchnorm"):
+        model_of(config([{"name": "batchnorm", "skip_first": True}], model_options={"hidden": []}))
+
+
 def test_batchnorm_in_convnet_on_images():
     conv = dict(model="convnet", model_options={"channels": [4, 8]})
     plain = model_of(config([], **conv))
