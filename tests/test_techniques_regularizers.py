@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from scipy import stats
 import torch.nn.functional as F
 from torch import nn
 
@@ -618,3 +619,56 @@ def test_trajectory_records_one_norm_per_iteration_per_seed():
         assert r.trajectory["param_norm"][-1] == pytest.approx(direct["final"][s], rel=1e-5)
         assert all(g > 0 for g in r.trajectory["grad_norm"])
     assert results[0].trajectory != results[1].trajectory
+
+
+# ---- initialization schemes ---------------------------------------------------------------------
+WIDE = dict(model_options={"hidden": [512, 256]})
+
+
+def linears(model):
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def test_kaiming_init_draws_normal_weights_with_variance_two_over_fan_in_and_zero_biases():
+    model = model_of(config([{"name": "init", "scheme": "kaiming"}], **WIDE))
+    for layer in linears(model):
+        fan_in = layer.in_features
+        w = layer.weight.detach().flatten().double()
+        assert w.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.03)
+        assert abs(w.mean().item()) < 4 * math.sqrt(2 / fan_in) / math.sqrt(len(w))
+        if len(w) > 10000:  # normal, not uniform: the standardized weights pass a KS test against N(0, 1)
+            assert stats.kstest((w / math.sqrt(2 / fan_in)).numpy(), "norm").pvalue > 1e-3
+        assert not layer.bias.any()
+
+
+def test_xavier_init_is_uniform_on_plus_minus_sqrt_six_over_fan_in_plus_fan_out():
+    model = model_of(config([{"name": "init", "scheme": "xavier"}], **WIDE))
+    for layer in linears(model):
+        a = math.sqrt(6 / (layer.in_features + layer.out_features))
+        w = layer.weight.detach().double()
+        assert w.abs().max().item() <= a and w.abs().max().item() > 0.97 * a
+        assert w.std().item() == pytest.approx(a / math.sqrt(3), rel=0.03)  # U[-a, a] has sd a / sqrt(3)
+        assert not layer.bias.any()
+
+
+def test_init_scale_multiplies_the_weights_and_default_keeps_pytorchs():
+    plain = model_of(config([], **WIDE))
+    default = model_of(config([{"name": "init", "scheme": "default"}], **WIDE))
+    big = model_of(config([{"name": "init", "scheme": "default", "scale": 10.0}], **WIDE))
+    kaiming = model_of(config([{"name": "init", "scheme": "kaiming"}], **WIDE))
+    kaiming4 = model_of(config([{"name": "init", "scheme": "kaiming", "scale": 4.0}], **WIDE))
+    for p, d, b, k, k4 in zip(*map(linears, (plain, default, big, kaiming, kaiming4))):
+        assert torch.equal(p.weight, d.weight) and torch.equal(p.bias, d.bias)
+        assert torch.allclose(b.weight, 10 * p.weight) and torch.equal(b.bias, p.bias)
+        assert torch.allclose(k4.weight, 4 * k.weight)
+
+
+def test_init_is_per_seed_and_the_same_alone_or_stacked():
+    cfg = config([{"name": "init", "scheme": "kaiming"}], **WIDE)
+    stacked = build_run(cfg, [0, 1], data=DATA).model
+    alone = build_run(cfg, [1], data=DATA).model
+    w = lambda m: linears(m)[0].weight  # noqa: E731
+    assert torch.equal(w(stacked.member(1)), w(alone.member(0)))
+    assert not torch.equal(w(stacked.member(0)), w(stacked.member(1)))
+    with pytest.raises(ReglabError, match="initialization"):  # one scheme per configuration
+        build_run(config([{"name": "init"}, {"name": "init", "scheme": "xavier"}]), [0], data=DATA)
