@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reglab.audit import exact_duplicates, find_duplicates, recall
+from reglab.audit import CosineIndex, Neighbors, exact_duplicates, exact_neighbors, find_duplicates, knn_recall, recall
 from reglab.audit.link import (
     LinkScore,
     cross_validate,
@@ -308,3 +308,56 @@ def test_cli_duplicates_on_a_dataset_spec_uses_the_whole_training_set(tmp_path):
     assert summary["pairs"] == len(exact_duplicates(full, threshold=0.98))
     r = runner.invoke(app, ["duplicates", "digits", "--against", "train"])
     assert isinstance(r.exception, ReglabError) and "--against" in str(r.exception)
+
+
+# ---- k nearest neighbours from the LSH index --------------------------------------------------------
+def clustered(n=3000, d=24, clusters=150, noise=0.35, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, d)).astype(np.float32)
+    return centers[rng.integers(0, clusters, n)] + noise * rng.standard_normal((n, d)).astype(np.float32)
+
+
+def test_knn_with_every_row_a_candidate_is_the_exact_answer_with_the_true_cosines():
+    x = clustered(800)
+    q = clustered(50, seed=1)
+    index = CosineIndex(x, bits=3, tables=4)  # 8 buckets, probe 2 of 3 bits: nearly every row is a candidate
+    found = index.query(q, k=7, probe=2)
+    exact = exact_neighbors(x, q, k=7)
+    assert knn_recall(found, exact) == 1.0
+    assert np.array_equal(found.indices, exact.indices)
+    ux = x / np.linalg.norm(x, axis=1, keepdims=True)
+    uq = q / np.linalg.norm(q, axis=1, keepdims=True)
+    truth = np.einsum("qkd,qd->qk", ux[found.indices], uq)  # cosine of each returned row, by the formula
+    assert np.allclose(found.cosine, truth, atol=1e-5) and np.allclose(exact.cosine, truth, atol=1e-5)
+    assert (np.diff(found.cosine, axis=1) <= 1e-7).all()  # most similar first
+    brute = np.argsort(-(uq @ ux.T), axis=1, kind="stable")[:, :7]  # and the k best by a full sort
+    assert np.array_equal(np.sort(brute, 1), np.sort(found.indices, 1))
+
+
+def test_neighbors_of_index_rows_exclude_the_row_itself_and_recall_is_high_on_clusters():
+    x = clustered(3000)
+    rows = np.arange(0, 3000, 30)
+    index = CosineIndex(x)
+    found = index.neighbors_of(rows, k=5, probe=1)
+    exact = exact_neighbors(x, x[rows], k=5, exclude=rows)
+    assert not (found.indices == rows[:, None]).any() and not (exact.indices == rows[:, None]).any()
+    assert knn_recall(found, exact) > 0.9
+    assert (found.candidates < len(x) / 3).all()  # far fewer rows verified than an exhaustive pass
+    # fewer tables and no probing find fewer candidates and less of the truth
+    sparse = CosineIndex(x, bits=16, tables=1).neighbors_of(rows, k=5, probe=0)
+    assert sparse.candidates.mean() < found.candidates.mean() and knn_recall(sparse, exact) < knn_recall(found, exact)
+
+
+def test_knn_recall_counts_the_shared_rows_and_zero_rows_have_no_neighbours():
+    a = Neighbors(np.array([[1, 2, 3], [4, 5, -1]]), np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
+    b = Neighbors(np.array([[3, 2, 9], [4, 6, 7]]), np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
+    assert knn_recall(a, b) == pytest.approx((2 + 1) / 6)
+    x = clustered(200)
+    x[5] = 0.0
+    found = CosineIndex(x).query(np.vstack([x[:3], np.zeros((1, x.shape[1]))]), k=4)
+    assert (found.indices[3] == -1).all() and np.isnan(found.cosine[3]).all()
+    assert 5 not in found.indices  # a zero row is never a neighbour
+    with pytest.raises(ReglabError, match="k must be"):
+        CosineIndex(x).query(x[:2], k=0)
+    with pytest.raises(ReglabError, match="values"):
+        CosineIndex(x).query(np.ones((2, 3)), k=2)

@@ -35,6 +35,8 @@ def test_the_decision_is_a_rule_not_a_timing():
     with pytest.warns(UserWarning):  # this CPU may emulate bf16
         big = decide(bf16, [0, 1], DATA)
     assert not big.grouped and "bf16 on the CPU" in big.reason
+    # the trajectory recorder's hooks run in the probe's step before on_fit_start: it stacks too
+    assert decide(config([{"name": "adam"}, {"name": "trajectory"}]), [0, 1], DATA).grouped
 
 
 @pytest.mark.parametrize("techniques,options", [

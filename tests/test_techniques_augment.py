@@ -21,7 +21,7 @@ from reglab.errors import ReglabError
 from reglab.techniques.affine import affine, affine_matrices
 from reglab.techniques.color_jitter import color_jitter
 from reglab.techniques.cutmix import cut_box
-from reglab.techniques.mixup import beta_sample
+from reglab.techniques.mixup import beta_sample, dirichlet_sample
 from reglab.engine.loop import evaluate, fit, train_epoch
 from reglab.engine.run import build_run
 from reglab.engine.step import default_step as _default_step
@@ -299,6 +299,58 @@ def test_mixup_of_multilabel_targets_mixes_the_rows():
     lam = beta_sample(gens[0], 1.0)
     perm = torch.randperm(8, generator=gens[0])
     assert torch.allclose(ym[0], lam * y[0] + (1 - lam) * y[0, perm])
+
+
+def test_k_way_mixup_is_the_dirichlet_weighted_sum_of_k_permuted_batches():
+    alpha, k = 0.5, 4
+    run = build_run(config([{"name": "mixup", "alpha": alpha, "k": k}]), [0, 1], data=DATA)
+    x, y = batch(2, 16)
+    gens = clones(run, "mixup")
+    xm, ym = technique(run, "mixup").transform_batch(run, x, y)
+    assert ym.shape == (2, 16, 4) and torch.allclose(ym.sum(-1), torch.ones(2, 16))
+    weights = []
+    for s in range(2):  # repeat the draws: k Gamma uniforms, then k - 1 permutations
+        w = dirichlet_sample(gens[s], alpha, k)
+        perms = [torch.arange(16)] + [torch.randperm(16, generator=gens[s]) for _ in range(k - 1)]
+        weights.append(w)
+        onehot = F.one_hot(y[s], 4).float()
+        for i in range(16):
+            expect_x = sum(float(w[j]) * x[s, perms[j][i]] for j in range(k))
+            expect_y = sum(float(w[j]) * onehot[perms[j][i]] for j in range(k))
+            assert torch.allclose(xm[s, i], expect_x, atol=1e-6)
+            assert torch.allclose(ym[s, i], expect_y, atol=1e-6)
+    assert abs(float(weights[0].sum()) - 1) < 1e-12 and not torch.equal(weights[0], weights[1])
+
+
+def test_k_way_mixup_weights_follow_the_dirichlet_moments_and_marginals():
+    g = torch.Generator().manual_seed(0)
+    for alpha, k in ((0.2, 3), (1.0, 4), (3.0, 5)):
+        w = torch.stack([dirichlet_sample(g, alpha, k) for _ in range(3000)])
+        assert torch.allclose(w.sum(1), torch.ones(3000, dtype=torch.float64))
+        # E[w_j] = 1/k, Var[w_j] = (k - 1) / (k^2 (k alpha + 1)); each marginal is Beta(alpha, (k - 1) alpha)
+        assert torch.allclose(w.mean(0), torch.full((k,), 1 / k, dtype=torch.float64), atol=0.02)
+        var = (k - 1) / (k**2 * (k * alpha + 1))
+        assert torch.allclose(w.var(0), torch.full((k,), var, dtype=torch.float64), rtol=0.12)
+        assert stats.kstest(w[:, 0].numpy(), stats.beta(alpha, (k - 1) * alpha).cdf).pvalue > 1e-3
+        # Cov[w_i, w_j] = -1 / (k^2 (k alpha + 1))
+        cov = torch.cov(w[:, :2].T)[0, 1].item()
+        assert cov == pytest.approx(-1 / (k**2 * (k * alpha + 1)), rel=0.25)
+
+
+def test_two_way_mixup_is_unchanged_by_the_k_knob_and_k_way_is_per_seed():
+    x, y = batch(2, 16)
+    out = {}
+    for k in (None, 2):
+        knobs = {"name": "mixup", "alpha": 0.4} | ({} if k is None else {"k": k})
+        run = build_run(config([knobs]), [0, 1], data=DATA)
+        out[k] = technique(run, "mixup").transform_batch(run, x, y)
+    assert torch.equal(out[None][0], out[2][0]) and torch.equal(out[None][1], out[2][1])
+    # a seed alone draws what it draws stacked (k = 3)
+    both = build_run(config([{"name": "mixup", "k": 3}]), [0, 1], data=DATA)
+    alone = build_run(config([{"name": "mixup", "k": 3}]), [1], data=DATA)
+    xb, _ = technique(both, "mixup").transform_batch(both, x, y)
+    xa, _ = technique(alone, "mixup").transform_batch(alone, x[1:], y[1:])
+    assert torch.equal(xb[1], xa[0])
 
 
 # ---- cutmix -------------------------------------------------------------------------------------------

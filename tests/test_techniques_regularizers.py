@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from scipy import stats
 import torch.nn.functional as F
 from torch import nn
 
@@ -267,6 +268,66 @@ def test_trainer_stops_where_the_criterion_says_on_its_own_history(knobs):
     assert expected is not None  # this configuration does overfit within 12 epochs
 
 
+def test_pq_does_not_stop_on_a_strip_whose_minimum_training_error_is_zero():
+    # Prechelt's P_k = 1000 (sum / (k min) - 1) is infinite when min = 0, so PQ = GL / P_k = 0 <= alpha
+    val = [0.40, 0.30, 0.35, 0.36, 0.40, 0.45]
+    train = [0.20, 0.05, 0.00, 0.00, 0.01, 0.00]  # training accuracy reaches 100%
+    assert stop_epoch("GL", val, alpha=5) == 3  # GL > 0 from t3 on ...
+    assert stop_epoch("PQ", val, train, alpha=0.5, strip=3) is None  # ... but every strip's minimum is 0
+    # strip 1: t3 and t4 have E_tr = 0 (no stop although GL > 0); t5 has E_tr = .01 > 0, so
+    # P = 1000 (.01 / .01 - 1) = 0, PQ = inf -> the first stop is at t5
+    assert stop_epoch("PQ", val, train, alpha=0.5, strip=1) == 5
+    # a positive minimum: the usual quotient (t3 with k = 3: P = 1000 (.3 / (3 * .05) - 1) = 1000, GL = 16.7)
+    train_pos = [0.20, 0.05, 0.05]
+    assert not should_stop("PQ", val[:3], train_pos, alpha=0.5, strip=3)  # 16.7 / 1000 = 0.0167
+    assert should_stop("PQ", val[:3], train_pos, alpha=0.01, strip=3)
+
+
+class _Regression(Callback):
+    """Records what the early stopper sees: E_va and E_tr of seed 0 at every epoch end."""
+
+    order = 99
+
+    def __init__(self):
+        self.seen = []
+
+    def on_epoch_end(self, run):
+        stopper = technique(run, "early_stopping")
+        self.seen.append(stopper._errors(run, 0))
+
+
+def regression_data(n=64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3 * n, 6, generator=g)
+    y = x[:, :1] * 2 - x[:, 1:2] + 0.3 * torch.randn(3 * n, 1, generator=g)
+    parts = [Split(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n]) for i in range(3)]
+    return Data("reg", "regression", *parts, (6,), [], kind="tabular")
+
+
+def test_train_rmse_is_the_rmse_of_the_training_batches_as_trained():
+    data = regression_data()
+    cfg = RunConfig(model="mlp", model_options={"hidden": [8]}, epochs=1, batch_size=16, metric="val_rmse",
+                    techniques=[{"name": "sgd", "lr": 1e-30}])  # weights do not move: the epoch sees one model
+    result = fit(cfg, data=data, progress=False)[0]
+    model = result.model.eval()
+    with torch.no_grad():
+        pred = model(data.normalize(data.train.x))
+    expected = (pred - data.train.y).pow(2).mean().sqrt().item()  # 64 rows = 4 full batches: every row once
+    assert result.history[0]["train_rmse"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_gl_and_pq_use_the_rmse_on_both_splits_when_the_metric_is_rmse():
+    data = regression_data()
+    seen = _Regression()
+    cfg = RunConfig(model="mlp", model_options={"hidden": [8]}, epochs=4, batch_size=16, metric="val_rmse",
+                    techniques=[{"name": "adam", "lr": 1e-2}, {"name": "early_stopping", "criterion": "PQ", "alpha": 1e6}])
+    result = fit(cfg, data=data, callbacks=(seen,), progress=False)[0]
+    val, train = seen.seen[-1]
+    assert val == [r["val_rmse"] for r in result.history]
+    assert train == [r["train_rmse"] for r in result.history]  # not the training MSE (train_loss)
+    assert all(abs(t - math.sqrt(r["train_loss"])) < 1e-4 for t, r in zip(train, result.history))
+
+
 # ---- normalization surgery ---------------------------------------------------------------------
 def model_of(cfg, data=DATA, seed=0):
     return build_run(cfg, [seed], data=data).model.single
@@ -292,6 +353,49 @@ def test_batchnorm_in_mlp_linear_without_bias_then_bn_then_activation_same_weigh
     z = captured["z"]
     assert torch.allclose(z.mean(0), torch.zeros(16), atol=1e-5)
     assert torch.allclose(z.var(0, unbiased=False), torch.ones(16), atol=1e-2)
+
+
+LAB_MLP = dict(model_options={"hidden": [16, 32, 24]})
+
+
+def test_batchnorm_after_the_activation_skipping_the_first_layer_is_the_labs_placement():
+    plain = model_of(config([], **LAB_MLP))
+    bn = model_of(config([{"name": "batchnorm", "placement": "after", "skip_first": True}], **LAB_MLP))
+    assert [type(m) for m in bn] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Linear,
+                                     nn.ReLU, nn.BatchNorm1d, nn.Linear]
+    assert all(m.bias is not None for m in bn if isinstance(m, nn.Linear))  # the activation separates bias and shift
+    assert (bn[5].num_features, bn[8].num_features) == (32, 24)
+    for i, j in ((1, 1), (3, 3), (6, 5), (9, 7)):  # the same weights and biases as without BN
+        assert torch.equal(bn[i].weight, plain[j].weight) and torch.equal(bn[i].bias, plain[j].bias)
+    # the forward pass by hand, train mode: BN(h) = (h - mean_batch) / sqrt(var_batch + eps) * gamma + beta
+    with torch.no_grad():
+        bn[5].weight.uniform_(0.5, 1.5), bn[5].bias.uniform_(-0.5, 0.5)
+    x = DATA.normalize(DATA.to_input(DATA.train.x[:32]))
+    norm = lambda h, m: (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + m.eps) * m.weight + m.bias  # noqa: E731
+    lin = lambda h, m: h @ m.weight.T + m.bias  # noqa: E731
+    h = torch.relu(lin(x.flatten(1), bn[1]))
+    h = norm(torch.relu(lin(h, bn[3])), bn[5])
+    h = norm(torch.relu(lin(h, bn[6])), bn[8])
+    assert torch.allclose(bn.train()(x), lin(h, bn[9]), atol=1e-5)
+
+
+def test_batchnorm_placements_before_and_skip_first_and_with_dropout():
+    before_skip = model_of(config([{"name": "batchnorm", "skip_first": True}], **LAB_MLP))
+    assert [type(m) for m in before_skip] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU,
+                                              nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert before_skip[1].bias is not None and before_skip[3].bias is None and before_skip[6].bias is None
+    after = model_of(config([{"name": "batchnorm", "placement": "after"}], **LAB_MLP))
+    assert [type(m) for m in after][:4] == [nn.Flatten, nn.Linear, nn.ReLU, nn.BatchNorm1d]
+    # dropout after the BN that follows an activation, whichever technique comes first
+    bn = {"name": "batchnorm", "placement": "after", "skip_first": True}
+    for techniques in ([bn, {"name": "dropout", "p": 0.2}], [{"name": "dropout", "p": 0.2}, bn]):
+        kinds = [type(m) for m in model_of(config(techniques, **LAB_MLP))]
+        assert kinds == [nn.Flatten, nn.Linear, nn.ReLU, SeedDropout, nn.Linear, nn.ReLU, nn.BatchNorm1d, SeedDropout,
+                         nn.Linear, nn.ReLU, nn.BatchNorm1d, SeedDropout, nn.Linear], techniques
+    conv = model_of(config([{"name": "batchnorm", "placement": "after"}], model="convnet", model_options={"channels": [4, 8]}))
+    assert [type(m) for m in conv][:4] == [nn.Conv2d, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d]
+    with pytest.raises(ReglabError, match="batchnorm"):
+        model_of(config([{"name": "batchnorm", "skip_first": True}], model_options={"hidden": []}))
 
 
 def test_batchnorm_in_convnet_on_images():
@@ -515,3 +619,56 @@ def test_trajectory_records_one_norm_per_iteration_per_seed():
         assert r.trajectory["param_norm"][-1] == pytest.approx(direct["final"][s], rel=1e-5)
         assert all(g > 0 for g in r.trajectory["grad_norm"])
     assert results[0].trajectory != results[1].trajectory
+
+
+# ---- initialization schemes ---------------------------------------------------------------------
+WIDE = dict(model_options={"hidden": [512, 256]})
+
+
+def linears(model):
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def test_kaiming_init_draws_normal_weights_with_variance_two_over_fan_in_and_zero_biases():
+    model = model_of(config([{"name": "init", "scheme": "kaiming"}], **WIDE))
+    for layer in linears(model):
+        fan_in = layer.in_features
+        w = layer.weight.detach().flatten().double()
+        assert w.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.03)
+        assert abs(w.mean().item()) < 4 * math.sqrt(2 / fan_in) / math.sqrt(len(w))
+        if len(w) > 10000:  # normal, not uniform: the standardized weights pass a KS test against N(0, 1)
+            assert stats.kstest((w / math.sqrt(2 / fan_in)).numpy(), "norm").pvalue > 1e-3
+        assert not layer.bias.any()
+
+
+def test_xavier_init_is_uniform_on_plus_minus_sqrt_six_over_fan_in_plus_fan_out():
+    model = model_of(config([{"name": "init", "scheme": "xavier"}], **WIDE))
+    for layer in linears(model):
+        a = math.sqrt(6 / (layer.in_features + layer.out_features))
+        w = layer.weight.detach().double()
+        assert w.abs().max().item() <= a and w.abs().max().item() > 0.97 * a
+        assert w.std().item() == pytest.approx(a / math.sqrt(3), rel=0.03)  # U[-a, a] has sd a / sqrt(3)
+        assert not layer.bias.any()
+
+
+def test_init_scale_multiplies_the_weights_and_default_keeps_pytorchs():
+    plain = model_of(config([], **WIDE))
+    default = model_of(config([{"name": "init", "scheme": "default"}], **WIDE))
+    big = model_of(config([{"name": "init", "scheme": "default", "scale": 10.0}], **WIDE))
+    kaiming = model_of(config([{"name": "init", "scheme": "kaiming"}], **WIDE))
+    kaiming4 = model_of(config([{"name": "init", "scheme": "kaiming", "scale": 4.0}], **WIDE))
+    for p, d, b, k, k4 in zip(*map(linears, (plain, default, big, kaiming, kaiming4))):
+        assert torch.equal(p.weight, d.weight) and torch.equal(p.bias, d.bias)
+        assert torch.allclose(b.weight, 10 * p.weight) and torch.equal(b.bias, p.bias)
+        assert torch.allclose(k4.weight, 4 * k.weight)
+
+
+def test_init_is_per_seed_and_the_same_alone_or_stacked():
+    cfg = config([{"name": "init", "scheme": "kaiming"}], **WIDE)
+    stacked = build_run(cfg, [0, 1], data=DATA).model
+    alone = build_run(cfg, [1], data=DATA).model
+    w = lambda m: linears(m)[0].weight  # noqa: E731
+    assert torch.equal(w(stacked.member(1)), w(alone.member(0)))
+    assert not torch.equal(w(stacked.member(0)), w(stacked.member(1)))
+    with pytest.raises(ReglabError, match="initialization"):  # one scheme per configuration
+        build_run(config([{"name": "init"}, {"name": "init", "scheme": "xavier"}]), [0], data=DATA)

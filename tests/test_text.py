@@ -19,7 +19,8 @@ from reglab.models import build_model
 from reglab.metrics.multilabel import f1_scores, pos_weight, predict, probabilities, report, tune_thresholds
 from reglab.techniques import make
 from reglab.techniques.text_augment import augment_tokens
-from reglab.data.text import PAD_ID, UNK_ID, Vocab, encode_text_column, tokenize, tokenize_all
+from reglab.data.synonyms import read_table, replace_synonyms, synonym_ids
+from reglab.data.text import PAD, PAD_ID, UNK, UNK_ID, Vocab, encode_text_column, tokenize, tokenize_all
 
 
 # ---- tokenizer and vocabulary ----------------------------------------------------------------------
@@ -335,6 +336,66 @@ def test_text_augment_technique_uses_each_seeds_generator():
     with pytest.raises(ReglabError, match="text dataset"):
         tech.apply_model(torch.nn.Linear(2, 2), SimpleNamespace(kind="image", name="cifar10", info={}))
     copy.deepcopy(tech)
+
+
+# ---- synonym replacement (EDA's SR) ----------------------------------------------------------------
+def test_the_shipped_synonym_table_is_symmetric_single_words_and_big_enough():
+    table = read_table()
+    assert len(table) > 400 and table["happy"][:2] and "glad" in table["happy"] and "happy" in table["glad"]
+    for word, syns in table.items():
+        assert word not in syns and syns == tuple(sorted(syns))
+        assert all(word in table[s] for s in syns)  # a group makes its members each other's synonyms
+        assert tokenize(word) == [word]
+
+
+def test_synonym_ids_and_replacement_rates_follow_p_and_are_uniform_over_synonyms(tmp_path):
+    path = tmp_path / "syn.txt"
+    path.write_text("# a comment\nhappy, glad, joyful, cheerful\nsad, unhappy\n")
+    vocab = Vocab([PAD, UNK, "happy", "glad", "joyful", "sad", "the", "unhappy"])  # "cheerful" is not in it
+    choices, counts = synonym_ids(vocab, read_table(path))
+    idx = vocab.index
+    assert counts.tolist() == [0, 0, 2, 2, 2, 1, 0, 1]
+    assert set(choices[idx["happy"], :2].tolist()) == {idx["glad"], idx["joyful"]}
+    assert choices[idx["sad"], 0] == idx["unhappy"] and choices[idx["the"], 0] == idx["the"]
+    n, p = 20000, 0.3
+    x = torch.tensor([[idx["happy"], idx["sad"], idx["the"], UNK_ID, PAD_ID]]).repeat(n, 1)
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.rand(2, n, 5, generator=g)
+    out = replace_synonyms(x, choices, counts, p, u, v)
+    assert torch.equal(out[:, 2:], x[:, 2:])  # no synonym, <unk>, padding: never changed
+    happy = out[:, 0]
+    # P(happy -> glad) = P(happy -> joyful) = p / 2, P(kept) = 1 - p; "sad" -> "unhappy" with p
+    assert (happy == idx["glad"]).float().mean().item() == pytest.approx(p / 2, abs=0.01)
+    assert (happy == idx["joyful"]).float().mean().item() == pytest.approx(p / 2, abs=0.01)
+    assert (happy == idx["happy"]).float().mean().item() == pytest.approx(1 - p, abs=0.012)
+    assert (out[:, 1] == idx["unhappy"]).float().mean().item() == pytest.approx(p, abs=0.012)
+    # the decision is u < p, the choice floor(v * count): the same draws give the same tokens
+    expect = torch.where(u[:, 0] < p, torch.where(v[:, 0] < 0.5, choices[idx["happy"], 0], choices[idx["happy"], 1]), x[:, 0])
+    assert torch.equal(happy, expect)
+    with pytest.raises(ReglabError, match="line 1"):
+        (tmp_path / "bad.txt").write_text("let down, disappointed\n")
+        read_table(tmp_path / "bad.txt")
+
+
+def test_synonym_replacement_technique_uses_each_seeds_stream_and_only_text_data():
+    tech = make("synonym_replacement", p=0.5)
+    vocab = Vocab([PAD, UNK, "happy", "glad", "sad", "unhappy", "the"])
+    data = SimpleNamespace(info={"vocab": vocab, "vocab_size": len(vocab)}, kind="text", name="toy")
+    tech.apply_model(torch.nn.Linear(2, 2), data)
+    gens = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    run = SimpleNamespace(data=data, stream=lambda name: gens, device=torch.device("cpu"))
+    tech.on_fit_start(run)
+    x = torch.tensor([[2, 4, 6, 3, 0]]).repeat(64, 1)
+    out, _ = tech.transform_batch(run, torch.stack([x, x]), torch.zeros(2, 64))
+    assert not torch.equal(out[0], out[1])
+    choices, counts = synonym_ids(vocab, read_table())
+    u, v = torch.rand(2, 64, 5, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(out[1], replace_synonyms(x, choices, counts, 0.5, u, v))  # seed 1 alone == in a group
+    assert ((out == 2) | (out == 3)).sum() == 2 * 64 * 2  # happy <-> glad only: the count is kept
+    with pytest.raises(ReglabError, match="text dataset"):
+        tech.apply_model(torch.nn.Linear(2, 2), SimpleNamespace(kind="image", name="cifar10", info={}))
+    with pytest.raises(ReglabError, match="not found"):
+        make("synonym_replacement", table="/nonexistent/syn.txt").apply_model(torch.nn.Linear(2, 2), data)
 
 
 # ---- reports of stored runs ------------------------------------------------------------------------

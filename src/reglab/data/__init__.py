@@ -82,5 +82,5 @@ def _import_loaders() -> None:
     import pkgutil
 
     for info in pkgutil.iter_modules(__path__):
-        if info.name not in ("base", "text", "corruptions"):  # helpers, not loaders
+        if info.name not in ("base", "text", "corruptions", "synonyms"):  # helpers, not loaders
             importlib.import_module(f"{__name__}.{info.name}")

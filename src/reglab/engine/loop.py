@@ -60,13 +60,15 @@ def period(run: Run) -> int:
 
 def train_epoch(run: Run, batches: int | None = None) -> list[dict[str, float]]:
     """One "epoch" of training (:func:`period` batches, or ``batches``); returns per-seed running
-    train loss/accuracy."""
+    train loss and, measured on the training batches as they are trained, accuracy (classification)
+    or RMSE (regression, when the model makes one prediction per target)."""
     data, size = run.data, run.size
     run.model.train()
     transforms = run.hooks["transform_batch"]
     steppers = run.hooks["train_step"]
     loss_sum = torch.zeros(size, device=run.device)
     correct = torch.zeros(size, device=run.device)
+    squared = torch.zeros(size, device=run.device)  # regression: per-seed sum of per-example mean squared errors
     seen = scored = 0  # examples trained on; of those, examples the default step scored
     for _ in range(period(run) if batches is None else batches):
         rows = next_rows(run)
@@ -86,6 +88,10 @@ def train_epoch(run: Run, batches: int | None = None) -> list[dict[str, float]]:
                 target = y.argmax(-1) if y.is_floating_point() else y
                 correct += (out.argmax(-1) == target).reshape(size, -1).float().mean(1) * rows.shape[1]
                 scored += rows.shape[1]
+            elif data.task == "regression" and out.numel() == y.numel():  # one prediction per target
+                err = out.float().reshape(size, rows.shape[1], -1) - y.float().reshape(size, rows.shape[1], -1)
+                squared += err.pow(2).mean(2).sum(1)
+                scored += rows.shape[1]
         for hook in run.hooks["after_step"]:
             hook(run)
         run.batches += 1
@@ -95,6 +101,9 @@ def train_epoch(run: Run, batches: int | None = None) -> list[dict[str, float]]:
     if data.task == "classification" and scored:  # a train_step hook reports its own metrics
         for rec, acc in zip(records, (correct / scored).tolist()):
             rec["train_accuracy"] = acc
+    if data.task == "regression" and scored and scored == seen:  # the validation RMSE's measure on the training batches
+        for rec, se in zip(records, (squared / scored).tolist()):
+            rec["train_rmse"] = math.sqrt(se)
     return records
 
 

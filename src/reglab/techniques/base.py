@@ -27,9 +27,11 @@ if TYPE_CHECKING:
     from ..data import Data
     from ..engine.run import Run
 
-Kind = Literal["optimizer", "schedule", "schedule-modifier", "normalization", "regularizer", "augmentation",
-               "loss", "training", "stopping", "data", "diagnostic"]
-#: every technique's kind is one of these (``reglab list techniques`` groups by kind)
+Kind = Literal["optimizer", "schedule", "schedule-modifier", "normalization", "initialization", "regularizer",
+               "augmentation", "loss", "training", "stopping", "data", "diagnostic"]
+#: every technique's kind is one of these (``reglab list techniques`` groups by kind). "initialization"
+#: (how the weights start) is its own kind because it is exclusive (one scheme per run) and no other
+#: kind describes it: an exclusive technique of kind "training" would displace deep supervision.
 KINDS: tuple[str, ...] = get_args(Kind)
 
 

@@ -9,13 +9,18 @@ with ``E_va(t)`` the validation error after epoch t, ``E_opt(t) = min_{t' <= t} 
 - ``GL``: generalization loss ``GL(t) = 100 * (E_va(t) / E_opt(t) - 1)``; stop when ``GL(t) > alpha``.
 - ``PQ``: at the end of each strip of ``k`` epochs, training progress
   ``P_k(t) = 1000 * (sum_{t'=t-k+1..t} E_tr(t') / (k * min_{t'} E_tr(t')) - 1)``; stop when
-  ``GL(t) / P_k(t) > alpha``.
+  ``GL(t) / P_k(t) > alpha``. A strip whose minimum training error is 0 (e.g. 100% training
+  accuracy) has ``P_k = inf`` (the ratio's denominator is 0), so ``PQ = 0`` and PQ does not stop
+  there; a strip with ``P_k = 0`` (a constant positive training error: no progress) has
+  ``PQ = inf`` and stops as soon as ``GL > 0``.
 - ``UP``: stop at the end of a strip when the validation error rose over each of the last ``s``
   strips: ``E_va(t) > E_va(t-k) > ... `` i.e. ``E_va(t - j k) > E_va(t - (j+1) k)`` for j < s.
 
-The error is the run's selection metric (``config.metric``) when it is minimized (a loss), and
-``1 - metric`` when it is maximized (an accuracy); E_tr is the matching ``train_`` metric (or the
-train loss). Whatever the criterion, the run reports the weights of its best epoch (Prechelt's E_opt):
+The error is the run's selection metric (``config.metric``) when it is minimized (a loss, an RMSE), and
+``1 - metric`` when it is maximized (an accuracy); E_tr is the same measure on the training batches,
+the matching ``train_`` metric of the epoch's record (``train_accuracy``; ``train_rmse``, which the
+loop records for regression), so GL and P_k use one error measure. Without it E_tr is the training
+loss, or for an RMSE metric its square root (the RMSE of a squared-error loss). Whatever the criterion, the run reports the weights of its best epoch (Prechelt's E_opt):
 the engine selects every run's best epoch on its validation metric, with or without early stopping.
 The stopper keeps no state of its own: every decision is a function of the recorded history, which
 the checkpoint holds.
@@ -61,7 +66,9 @@ def should_stop(
         return False
     if criterion == "PQ":
         window = train_error[-strip:]
-        progress = 1000.0 * (sum(window) / (strip * min(window)) - 1.0) if min(window) > 0 else 0.0
+        if min(window) <= 0:  # P_k = inf: PQ = GL / P_k = 0, never above alpha
+            return False
+        progress = 1000.0 * (sum(window) / (strip * min(window)) - 1.0)
         return gl > 0 and (progress <= 0 or gl / progress > alpha)
     if criterion == "UP":
         if t - successive * strip < strip:
@@ -95,11 +102,13 @@ class EarlyStopping(Technique):
         history = run.history[s]
         sign = (lambda v: 1.0 - v) if run.maximize else (lambda v: v)
         train_key = "train_" + run.metric.removeprefix("val_")
-        if not all(train_key in r for r in history):
-            train_key, sign_tr = "train_loss", (lambda v: v)
+        if all(train_key in r for r in history):
+            train = [sign(r[train_key]) for r in history]
+        elif run.metric.endswith("rmse"):  # the root of a squared-error training loss
+            train = [math.sqrt(max(r["train_loss"], 0.0)) for r in history]
         else:
-            sign_tr = sign
-        return [sign(r[run.metric]) for r in history], [sign_tr(r[train_key]) for r in history]
+            train = [r["train_loss"] for r in history]
+        return [sign(r[run.metric]) for r in history], train
 
     def on_epoch_end(self, run):  # noqa: ANN001, ANN201
         k = self.knobs

@@ -21,11 +21,15 @@ class Trajectory(Technique):
     order = 90  # after max-norm and other in-place edits of the step
     source = "reglab diagnostic: L2 norms of all parameters and gradients per step"
 
+    def __init__(self, **knobs) -> None:  # noqa: ANN003
+        super().__init__(**knobs)
+        self._grads: list[torch.Tensor] = []  # set here too: a step can run before on_fit_start (grouping's probe)
+        self._params: list[torch.Tensor] = []
+
     def on_fit_start(self, run):  # noqa: ANN001, ANN201
         for key in ("param_norm", "grad_norm"):
             run.trajectory.setdefault(key, [[] for _ in range(run.size)])
-        self._grads: list[torch.Tensor] = []
-        self._params: list[torch.Tensor] = []
+        self._grads, self._params = [], []
 
     def after_backward(self, run):  # noqa: ANN001, ANN201
         self._grads.append(stacked_norm(run.model.stacked_grads()))
