@@ -125,3 +125,41 @@ def test_model_option_dropout_masks_are_per_seed_and_reproducible():
             p[1].copy_(p[0])
     out = run.model(x, shared=True)
     assert not torch.allclose(out[0], out[1])  # same weights, different masks
+
+
+@pytest.mark.parametrize("techniques,options", [
+    ([{"name": "sgd", "lr": 0.05}], {}),
+    ([{"name": "adamw"}, {"name": "batchnorm"}, {"name": "dropout", "p": 0.3}, {"name": "crop", "padding": 2}], {}),
+    ([{"name": "adam"}, {"name": "layernorm"}], {"activation": "gelu", "dropout": 0.2}),
+])
+def test_the_direct_stacked_path_equals_vmap(techniques, options):
+    """An MLP's stacked seeds run layer by layer on whole stacks (no vmap): training and evaluation give
+    vmap's numbers to float rounding, running statistics and dropout counters included."""
+    from reglab.engine.loop import evaluate, train_epoch
+    from reglab.engine.run import build_run
+
+    cfg = config(techniques, **({"model_options": {"hidden": [16, 12], **options}}))
+    runs = []
+    for direct in (True, False):
+        run = build_run(cfg, [0, 1, 2], DATA)
+        assert run.model._direct is not None
+        if not direct:
+            run.model._direct = None  # the vmap path
+        for hook in run.hooks["on_fit_start"]:
+            hook(run)
+        train_epoch(run, batches=6)
+        runs.append((run, evaluate(run, DATA.val, "val")))
+    (a, metrics_a), (b, metrics_b) = runs
+    for name, value in a.model.live().items():
+        assert torch.allclose(value.float(), b.model.live()[name].float(), atol=1e-5), name
+    for ma, mb in zip(metrics_a, metrics_b):
+        assert ma["val_loss"] == pytest.approx(mb["val_loss"], rel=1e-5)
+
+
+def test_models_outside_the_direct_path_run_under_vmap():
+    from reglab.engine.run import build_run
+
+    run = build_run(config([{"name": "adam"}], model="convnet", model_options={}), [0, 1], DATA)
+    assert run.model._direct is None
+    out = run.model(DATA.batch(DATA.val, torch.arange(4)), shared=True)
+    assert out.shape == (2, 4, 4)

@@ -184,3 +184,25 @@ def test_each_optimizer_learns_the_tiny_task(name, knobs):
     assert losses[-1] < 0.8 * losses[0]
     assert result.metrics["test_accuracy"] > 0.5  # 4 classes: chance is 0.25
     assert all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_the_fused_kernels_update_like_the_default_implementation(name):
+    """On the CPU the optimizers use torch's fused kernels (one per parameter); a few steps give the
+    default implementation's parameters to float rounding."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(3, 40, 16)), torch.nn.Parameter(torch.randn(3, 16))]
+    ours = make(name, lr=0.01).make_optimizer(params, None)
+    assert ours.defaults["fused"] is True
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    plain = kind(twins, **{k: v for k, v in ours.defaults.items() if k in ("lr", "momentum", "betas", "eps", "weight_decay", "nesterov")},
+                 foreach=False)
+    for step in range(5):
+        for p, q in zip(params, twins):
+            p.grad = torch.sin(p.detach() * (step + 1))
+            q.grad = torch.sin(q.detach() * (step + 1))
+        ours.step()
+        plain.step()
+    for p, q in zip(params, twins):
+        assert torch.allclose(p, q, atol=1e-6) and not torch.equal(p, params[0].new_zeros(p.shape))

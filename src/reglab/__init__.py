@@ -16,16 +16,24 @@ The facade: :func:`fit` (one call: your model and data, or a :class:`RunConfig`)
 (an ablation study in one call), :func:`load` / :func:`predict` / :func:`export` (trained models
 back from their run folders), :func:`load_dataset` (a registered dataset by name).
 """
-from importlib.metadata import PackageNotFoundError, version
+import os as _os
 
-from .config import RunConfig
-from .data import Data, Split
-from .data import load as load_dataset
-from .engine.grouping import fit_seeds
-from .engine.run import RunResult
-from .engine.trained import Trained, export, load, predict
-from .engine.user import fit
-from .study.user import study
+# OpenMP's wait policy, decided before torch loads (see reglab.engine.machine): on a CPU already busy
+# with other processes, idle threads sleep instead of spinning; it changes how threads wait, never a number.
+if "OMP_WAIT_POLICY" not in _os.environ and hasattr(_os, "getloadavg") and \
+        _os.getloadavg()[0] >= len(getattr(_os, "sched_getaffinity", lambda _: range(_os.cpu_count() or 1))(0)):
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+
+from .config import RunConfig  # noqa: E402
+from .data import Data, Split  # noqa: E402
+from .data import load as load_dataset  # noqa: E402
+from .engine.grouping import fit_seeds  # noqa: E402
+from .engine.run import RunResult  # noqa: E402
+from .engine.trained import Trained, export, load, predict  # noqa: E402
+from .engine.user import fit  # noqa: E402
+from .study.user import study  # noqa: E402
 
 try:
     __version__ = version("reglab")

@@ -319,7 +319,7 @@ def study(
     seeds: Annotated[Optional[int], typer.Option(min=1, help="override the study's seeds with 0..N-1 (in an existing folder: trains only the new seeds)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:N, mps")] = None,
     grouping: Annotated[Grouping, typer.Option(help="seeds of a configuration: auto (stacked unless a technique or the model prevents it), group (stacked), single (one by one)")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads per run, the same for every executor (numbers depend on it) [default: torch's default here]")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads per run, the same for every executor (numbers depend on it) [default: torch's default here, at most the CPUs this process may use]")] = None,
     sets: Annotated[list[str], typer.Option("--set", help="override a study setting (seeds=2, mode=isolated) or a base run setting (epochs=3, model_options.hidden=[64]) as key=value (repeat)")] = [],  # noqa: B006
     tensorboard: Annotated[Optional[Path], typer.Option(help="write TensorBoard event files to DIR/<study>/<label>-<key>/seed-<seed> (or tensorboard = \"DIR\" in the study file; pip install 'reglab[tensorboard]')", metavar="DIR")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report table as one JSON line (last line of stdout)")] = False,

@@ -15,7 +15,8 @@ are keyed by (resolved configuration, seed), so an edited study (a step added, a
 seeds) run in the same folder trains only the (configuration, seed) pairs the store lacks.
 
 Same study, same numbers: every executor trains with the same number of torch threads (``threads``,
-default: torch's own default in the calling process; float results depend on it), and whether a
+default :func:`reglab.engine.machine.default_threads`: torch's setting in the calling process, at most
+the CPUs it may use; float results depend on it), and whether a
 configuration's seeds train stacked is a deterministic rule (:func:`reglab.engine.grouping.decide`),
 recorded in the store.
 """
@@ -295,7 +296,7 @@ def run_study(
         raise ReglabError(f"unknown grouping '{grouping}' (allowed: {', '.join(GROUPINGS)})")
     if tensorboard is not None:
         require_tensorboard()
-    threads = threads or torch.get_num_threads()
+    threads = threads or machine.default_threads()
     if validate:  # every configuration built and checked before anything is created
         validate_study(spec, f"study {spec.name}", device=device)
     out = Path(out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import Knobs, Technique
+from .base import Knobs, Technique, fused
 
 
 class Adam(Technique):
@@ -27,4 +27,5 @@ class Adam(Technique):
 
     def make_optimizer(self, params, run):  # noqa: ANN001, ANN201
         k = self.knobs
-        return torch.optim.Adam(params, lr=k.lr, betas=(k.beta1, k.beta2), eps=k.eps, weight_decay=k.weight_decay)
+        return torch.optim.Adam(params, lr=k.lr, betas=(k.beta1, k.beta2), eps=k.eps, weight_decay=k.weight_decay,
+                                fused=fused(params) or None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field, model_validator
 
-from .base import Knobs, Technique
+from .base import Knobs, Technique, fused
 
 
 class SGD(Technique):
@@ -32,4 +32,5 @@ class SGD(Technique):
 
     def make_optimizer(self, params, run):  # noqa: ANN001, ANN201
         k = self.knobs
-        return torch.optim.SGD(params, lr=k.lr, momentum=k.momentum, nesterov=k.nesterov, weight_decay=k.weight_decay)
+        return torch.optim.SGD(params, lr=k.lr, momentum=k.momentum, nesterov=k.nesterov, weight_decay=k.weight_decay,
+                               fused=fused(params) or None)
