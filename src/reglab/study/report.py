@@ -286,8 +286,9 @@ def comparison_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     body = []
     for c in table["comparisons"]:
         pb = c["p_better"]
+        pair = f"{c['a']} vs {c['b']}"
         body.append([
-            f"{c['name']}: {c['a']} vs {c['b']} ({c['n']} seeds)", f"{_fmt(c['mean'], rm, True)} {_ci(c['ci_t'], rm)}",
+            f"{pair if c['name'] == pair else c['name'] + ': ' + pair} ({c['n']} seeds)", f"{_fmt(c['mean'], rm, True)} {_ci(c['ci_t'], rm)}",
             _ci(c["ci_boot"], rm),
             "–" if pb is None or not math.isfinite(pb) else f"{pb:.2f} [{c['p_better_ci'][0]:.2f}, {c['p_better_ci'][1]:.2f}]",
             _p(c["p_t"]), _p(c["p_holm"]), c["state"],
