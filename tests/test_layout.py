@@ -167,3 +167,12 @@ def test_every_torch_load_reads_weights_only() -> None:
                     unsafe.append(f"{name}:{node.lineno}")
     assert calls >= 3, "the check must see the package's torch.load calls"
     assert unsafe == [], f"torch.load without weights_only=True: {unsafe}"
+
+
+def test_no_reproduction_types_its_date_or_machine_by_hand() -> None:
+    """A reproduction's RESULTS.md states the date, machine and command recorded by its run
+    (``repro.provenance``), never text typed into the module."""
+    for path in sorted((PACKAGE / "repro").glob("*.py")):
+        text = path.read_text()
+        assert not re.search(r"Date: 20\d\d-", text), f"{path.name} types a date"
+        assert "shared with other jobs" not in text, f"{path.name} types the machine's load"

@@ -33,6 +33,7 @@ from ..models import build_model
 from ..analysis.plots import learning_curves
 from ..engine.callbacks import Callback
 from ..engine.loop import fit
+from .provenance import Clock, provenance, recorded
 
 NAME = "batchnorm-cifar10"
 SUMMARY = "Bjorck et al. 2018: with/without BN at several learning rates; activations, logit gradients, relative loss"
@@ -73,6 +74,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    clock = Clock()
     t_start = time.perf_counter()
     n_train, n_val, n_test, epochs = (1000, 500, 500, 2) if quick else (2500, 500, 1000, 4)
     init_depth, init_batch = (6, 32) if quick else (18, 64)
@@ -142,6 +144,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
         "probe_trained": {k: dict(zip(v[0].tolist(), v[1].tolist())) for k, v in probes.items() if "trained" in k or "after" in k},
         "seconds": {"init_diagnostics": init_seconds, "training": train_seconds, "total": time.perf_counter() - t_start},
         "cpu_seconds": time.process_time(),
+        "provenance": provenance(clock, f"reglab repro {NAME}{' --quick' if quick else ''} -o {out}"),
         "config": {"n_train": n_train, "n_val": n_val, "n_test": n_test, "epochs": epochs, "init_depth": init_depth,
                    "init_batch": init_batch, "lrs": LRS, "quick": quick},
     }
@@ -183,11 +186,11 @@ def _markdown(s: dict[str, Any], quick: bool) -> str:
     layers = 6 * c["init_depth"] + 2
     return f"""# batchnorm-cifar10: with and without batch normalization (Bjorck et al. 2018)
 
-Date: 2026-11-23. Machine: 2-core x86 CPU shared with other jobs, one thread (`OMP_NUM_THREADS=1`), no GPU.
-Command: `REGLAB_DATA=../shared/datasets OMP_NUM_THREADS=1 reglab repro batchnorm-cifar10{' --quick' if quick else ''} -o results/batchnorm-cifar10`
+{recorded(s)}
+Every run trains on one torch thread (the reproduction sets it).
 Time: {s['seconds']['total']:.0f} s wall clock in all ({s['seconds']['init_diagnostics']:.0f} s diagnostics at initialization,
-{s['seconds']['training']:.0f} s training), {s.get('cpu_seconds', float('nan')):.0f} s CPU (the machine was shared with other jobs, so
-the per-run seconds below are wall clock under contention).
+{s['seconds']['training']:.0f} s training), {s.get('cpu_seconds', float('nan')):.0f} s CPU (the per-run seconds below are wall clock,
+noisy when other jobs share the CPU: see the load average above).
 
 Data: CIFAR-10 (JPEG copy), a seeded subset of {c['n_train']} training / {c['n_val']} validation images
 (from the 45,000 / 5,000 split of the training set) and {c['n_test']} test images; per-channel standardization,

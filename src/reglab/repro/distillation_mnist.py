@@ -29,6 +29,7 @@ from ..config import RunConfig, dumps
 from ..data import Data, load
 from ..techniques.distillation import load_teacher
 from ..engine.loop import fit
+from .provenance import Clock, provenance, recorded
 
 NAME = "distillation-mnist"
 SUMMARY = "Hinton et al. 2015 on MNIST: big (dropout, jitter, max-norm) vs small vs distilled, and the mythical 3"
@@ -98,6 +99,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     data = load("mnist")
     results: dict[str, dict[str, float]] = {}
+    clock = Clock()
     t0 = time.perf_counter()
     order = ["big", "small", "small_no3", "distilled", "distilled_no3"]
     for name in order:
@@ -110,11 +112,12 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
         results[name]["history"] = r.history  # type: ignore[assignment]
     corrections = {name: bias_corrected(out / "runs" / name / "best.pt", data) for name in ("small_no3", "distilled_no3")}
     total = time.perf_counter() - t0
-    (out / "results.json").write_text(dumps({"results": results, "bias_correction": corrections,
-                                                  "seconds": total}, indent=1))
+    saved = {"results": results, "bias_correction": corrections, "seconds": total,
+             "provenance": provenance(clock, f"reglab repro {NAME}{' --quick' if quick else ''} -o {out}")}
+    (out / "results.json").write_text(dumps(saved, indent=1))
     _plot(results, out / "distillation_mnist.png")
     path = out / "RESULTS.md"
-    path.write_text(_markdown(results, corrections, total, quick, int((data.train.y == 3).sum()), out))
+    path.write_text(_markdown(results, corrections, total, quick, int((data.train.y == 3).sum()), out, recorded(saved)))
     return path
 
 
@@ -150,7 +153,8 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _markdown(results: dict[str, Any], corr: dict[str, Any], total: float, quick: bool, threes: int, out: Path) -> str:
+def _markdown(results: dict[str, Any], corr: dict[str, Any], total: float, quick: bool, threes: int, out: Path,
+              machine_lines: str) -> str:
     labels = {"big": "big 1200-1200, dropout + jitter + max-norm", "small": "small 800-800, unregularized",
               "distilled": "small 800-800, distilled (T=4, a=0.5)", "small_no3": "small, no 3s in the transfer set",
               "distilled_no3": "distilled, no 3s in the transfer set"}
@@ -167,8 +171,8 @@ def _markdown(results: dict[str, Any], corr: dict[str, Any], total: float, quick
         f"big net {BIG_EPOCHS} epochs, small nets {SMALL_EPOCHS} epochs each"
     return f"""# Knowledge distillation on MNIST (Hinton, Vinyals & Dean 2015)
 
-Date: 2026-11-23. Machine: 2-core CPU (shared), no GPU, one thread (`OMP_NUM_THREADS=1`).
-Command: `REGLAB_DATA=../shared/datasets OMP_NUM_THREADS=1 reglab repro distillation-mnist{' --quick' if quick else ''} -o {out}` (this file and its PNG are copied to `results/distillation-mnist/`; the output folder also holds run checkpoints)
+{machine_lines}
+(The output folder also holds the runs' checkpoints; this file and its PNG are what `results/distillation-mnist/` keeps.)
 Total wall time: {total / 60:.1f} min. Budget: {budget}; one seed (0) per configuration.
 
 ## Test accuracy (%), ours beside the published figures

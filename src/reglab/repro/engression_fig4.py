@@ -26,7 +26,6 @@ the training range, summarized by its median and 10-90 % range over seeds.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..data.synthetic import NOISE_STD, TRAIN_RANGE, g_star
 from ..analysis.plots import plt
 from ..engine.loop import fit
 from ..engine.progress import progress_bar
+from .provenance import Clock, provenance, recorded
 
 NAME = "engression-fig4"
 SUMMARY = "engression vs L1 regression extrapolating four functions, pre- and post-additive noise (Shen & Meinshausen Fig. 4)"
@@ -168,6 +168,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     cfg = QUICK if quick else FULL
     seeds = list(range(cfg["seeds"]))
     results: dict[str, dict] = {}
+    clock = Clock()
     started, cpu0 = time.time(), time.process_time()
     bar = progress_bar(len(NOISES) * len(FUNCTIONS), f"[{NAME}]", "panel") if progress else None
     for noise in NOISES:
@@ -185,23 +186,21 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     if bar is not None:
         bar.close()
     timing = {"wall": time.time() - started, "cpu": time.process_time() - cpu0, "quick": quick}
-    (out / "results.json").write_text(dumps({"config": cfg, "timing": timing, "results": results}))
-    return write_results(out, cfg, results, timing)
+    prov = provenance(clock, f"reglab repro {NAME}{' --quick' if quick else ''} -o {out}")
+    (out / "results.json").write_text(dumps({"config": cfg, "timing": timing, "results": results, "provenance": prov}))
+    return write_results(out, cfg, results, timing, prov)
 
 
-def write_results(out: Path, cfg: dict, results: dict, timing: dict) -> Path:
+def write_results(out: Path, cfg: dict, results: dict, timing: dict, prov: dict | None = None) -> Path:
     """``fig4.png`` and ``RESULTS.md`` from the per-seed predictions (re-render: ``render(out)``)."""
     plot(results, cfg, out / "fig4.png")
-    wall, cpu, quick = timing["wall"], timing["cpu"], timing["quick"]
-    cmd = f"reglab repro {NAME}{' --quick' if quick else ''} -o {out}"
+    wall, cpu = timing["wall"], timing["cpu"]
     text = f"""# Engression, Figure 4: extrapolation of the conditional median
 
 Paper: Shen & Meinshausen, *Engression: Extrapolation through the Lens of Distributional Regression*,
-JRSS-B 2024 (arXiv:2307.00835), Figure 4. Date: 2026-11-23. Machine: {platform.machine()} CPU, one
-thread (`OMP_NUM_THREADS=1`, 2-core machine shared with other jobs), no GPU. Wall time {wall / 60:.1f} min,
-CPU time {cpu / 60:.1f} min.
+JRSS-B 2024 (arXiv:2307.00835), Figure 4. Wall time {wall / 60:.1f} min, CPU time {cpu / 60:.1f} min.
 
-Command: `OMP_NUM_THREADS=1 {cmd}`
+{recorded({"provenance": prov})}
 
 ## Setup
 - True functions, training ranges (X uniform there) and test ranges: softplus [-2, 2] -> [-2, 8],
@@ -255,7 +254,7 @@ SUMMARY_PLACEHOLDER
 def render(out: Path) -> Path:
     """Re-draw the figure and re-write RESULTS.md from ``out/results.json`` (no training)."""
     saved = json.loads((Path(out) / "results.json").read_text())
-    return write_results(Path(out), saved["config"], saved["results"], saved["timing"])
+    return write_results(Path(out), saved["config"], saved["results"], saved["timing"], saved.get("provenance"))
 
 
 def _verdict(results: dict) -> str:

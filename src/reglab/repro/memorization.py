@@ -29,6 +29,7 @@ from ..config import RunConfig, dumps
 from ..data import Data, load, subset
 from ..data.label_noise import with_label_noise
 from ..engine.loop import fit
+from .provenance import Clock, provenance, recorded
 
 NAME = "memorization"
 SUMMARY = "Arpit et al. 2017: P(correct) over 100 one-epoch models (real / rand_x / rand_y) and critical sample ratio"
@@ -46,6 +47,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    clock = Clock()
     t_start = time.perf_counter()
     models, n_pc = (20, 2000) if quick else (100, 5000)
     n_csr, csr_epochs, csr_every, csr_n = (500, 10, 5, 100) if quick else (1000, 40, 4, 300)
@@ -105,6 +107,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
                    "csr_n": csr_n, "search": SEARCH, "quick": quick},
         "seconds": time.perf_counter() - t_start,
         "cpu_seconds": time.process_time(),
+        "provenance": provenance(clock, f"reglab repro {NAME}{' --quick' if quick else ''} -o {out}"),
     }
     (out / "results.json").write_text(dumps(summary, indent=1))
     path = out / "RESULTS.md"
@@ -133,9 +136,8 @@ def _markdown(s: dict[str, Any], quick: bool) -> str:
     sr = c["search"]
     return f"""# memorization: P(correct) and critical sample ratio on MNIST (Arpit et al. 2017)
 
-Date: 2026-11-23. Machine: 2-core x86 CPU shared with other jobs, one thread (`OMP_NUM_THREADS=1`), no GPU.
-Command: `REGLAB_DATA=../shared/datasets OMP_NUM_THREADS=1 reglab repro memorization{' --quick' if quick else ''} -o results/memorization`
-Time: {s['seconds']:.0f} s wall clock, {s.get('cpu_seconds', float('nan')):.0f} s CPU (the machine was shared with other jobs).
+{recorded(s)}
+Every run trains on one torch thread (the reproduction sets it). Time: {s['seconds']:.0f} s wall clock, {s.get('cpu_seconds', float('nan')):.0f} s CPU.
 
 ## 1. Per-example P(correct) after one epoch, {c['models']} models
 
@@ -150,8 +152,8 @@ after the epoch. `rand_x`: every input replaced by Gaussian noise with the train
 {rows}
 
 The same {c['models']} seeds on real data trained the other way ({'stacked in one Stacked model' if s['other_path']['grouped'] else 'one after another'}):
-{s['other_path']['seconds']:.0f} s against {pc['real']['seconds']:.0f} s in the table (wall clock on a machine shared with other jobs, so
-both are noisy; `fit_seeds` decides from a few timed steps, see the last column). Per-example P(correct)
+{s['other_path']['seconds']:.0f} s against {pc['real']['seconds']:.0f} s in the table (wall clock, so
+noisy when other jobs share the CPU; `fit_seeds` decides by a fixed rule, see the last column). Per-example P(correct)
 differs between the two paths by {s['other_path']['mean_abs_diff']:.4f} on average (at most {s['other_path']['max_abs_diff']:.2f}), and
 {100 * s['other_path']['models_agree']:.2f}% of the (model, example) correctness entries agree: stacking changes the speed, not the models.
 The whole reproduction used {s.get('cpu_seconds', float('nan')):.0f} s of CPU time ({s['seconds']:.0f} s wall clock).

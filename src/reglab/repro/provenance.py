@@ -52,6 +52,14 @@ def provenance_line(p: dict[str, Any]) -> str:
             f"Command: `{p['command']}`")
 
 
+def recorded(saved: dict[str, Any]) -> str:
+    """:func:`provenance_line` of a saved run's ``provenance``, or a line saying it was not recorded
+    (results written before reglab recorded provenance)."""
+    if isinstance(saved.get("provenance"), dict):
+        return provenance_line(saved["provenance"])
+    return "Machine, date and command: not recorded by this run (it predates reglab's provenance records)."
+
+
 def headline(figure: str, values: Sequence[float], *, published: float | None = None, band: Sequence[float] | None = None,
              band_rule: str = "", unit: str = "") -> dict[str, Any]:
     """One headline of ``summary.json``: ours (mean, SE, seeds), the published anchor, the band that

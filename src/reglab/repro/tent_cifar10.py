@@ -20,7 +20,6 @@ Writes ``errors.png``, ``entropy_error.png``, ``sensitivity.png``, ``results.jso
 """
 from __future__ import annotations
 
-import platform
 import time
 import zlib
 from pathlib import Path
@@ -34,6 +33,7 @@ from ..data import Data, load, subset
 from ..analysis.tta import MODES, evaluate_tta
 from ..engine.loop import fit
 from ..engine.progress import progress_bar
+from .provenance import Clock, provenance, recorded
 
 NAME = "tent-cifar10"
 SUMMARY = "TENT vs norm vs source on CIFAR-10-C-style corruptions at severity 5, entropy vs error, lr x batch sensitivity"
@@ -156,6 +156,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = QUICK if quick else FULL
+    clock = Clock()
     started, cpu0 = time.time(), time.process_time()
     model, data, train_metrics = train_source(out, cfg, progress)
     t_train = time.time() - started
@@ -201,6 +202,7 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
             sens[f"{lr:g}/{bs}"] = evaluate_tta(model, sens_x, sens_y, "tent", batch_size=bs, lr=lr, normalize=norm)["error"]
     t_sens = time.time() - t0
     wall, cpu = time.time() - started, time.process_time() - cpu0
+    prov = provenance(clock, f"reglab repro {NAME}{' --quick' if quick else ''} -o {out}")
 
     means = {m: 100 * sum(table[n][m]["error"] for n in table) / len(table) for m in MODES}
     _plot_errors(table, out / "errors.png")
@@ -208,15 +210,14 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     _plot_sensitivity(sens, cfg, reference, out / "sensitivity.png")
     (out / "results.json").write_text(dumps(
         {"config": cfg, "train_metrics": train_metrics, "clean": clean, "table": table, "mean_error": means,
-         "sensitivity": sens, "sensitivity_reference": reference}, indent=1))
+         "sensitivity": sens, "sensitivity_reference": reference, "provenance": prov}, indent=1))
     (out / "RESULTS.md").write_text(_markdown(cfg, quick, out, train_metrics, clean, table, means, sens, reference,
-                                              (wall, cpu, t_train, t_eval, t_sens)))
+                                              (wall, cpu, t_train, t_eval, t_sens), prov))
     return out / "RESULTS.md"
 
 
-def _markdown(cfg, quick, out, train_metrics, clean, table, means, sens, reference, times) -> str:  # noqa: ANN001
+def _markdown(cfg, quick, out, train_metrics, clean, table, means, sens, reference, times, prov) -> str:  # noqa: ANN001
     wall, cpu, t_train, t_eval, t_sens = times
-    cmd = f"reglab repro {NAME}{' --quick' if quick else ''} -o {out}"
     rows = "\n".join(
         f"| {n} | " + " | ".join(f"{100 * table[n][m]['error']:.1f}" for m in MODES) + " | "
         + " | ".join(f"{table[n][m]['entropy']:.2f}" for m in MODES) + " |" for n in table)
@@ -229,12 +230,11 @@ def _markdown(cfg, quick, out, train_metrics, clean, table, means, sens, referen
     return f"""# TENT on CIFAR-10-C-style corruptions (severity 5)
 
 Paper: Wang et al., *Tent: Fully Test-Time Adaptation by Entropy Minimization*, ICLR 2021 (official code
-github.com/DequanWang/tent). Date: 2026-11-23. Machine: {platform.machine()} CPU, one thread
-(`OMP_NUM_THREADS=1`, 2-core machine shared with other jobs), no GPU. Wall time {wall / 60:.1f} min
+github.com/DequanWang/tent). Wall time {wall / 60:.1f} min
 (training {t_train / 60:.1f}{' -- the source model was loaded from checkpoint/last.pt, written by an earlier run of this command' if train_metrics.get('checkpoint_reused') else ''}, corruptions + 45 evaluations {t_eval / 60:.1f}, sensitivity {t_sens / 60:.1f});
 CPU time {cpu / 60:.1f} min.
 
-Command: `REGLAB_DATA=/work/shared/datasets OMP_NUM_THREADS=1 {cmd}`
+{recorded({"provenance": prov})}
 
 ## Setup and what was cut
 - Source model: `convnet` with channels {cfg['channels']} and BatchNorm after every conv (3 conv-BN-ReLU-maxpool
