@@ -113,6 +113,9 @@ def test_tiny_study_three_ways(tmp_path):
     assert report["machine"] in text and "OMP_WAIT_POLICY" in text and "avx2" in report["machine"] + " avx2"
     assert f"{walls['reglab']:.1f} s" in text and f"{walls['by hand']:.1f} s" in text
     assert json.loads(out.with_suffix(".json").read_text())["summary"]["walls"]["quickstart"]["reglab"] == walls["reglab"]
+    speed.main(["--render", str(out.with_suffix(".json"))])  # the Markdown again from the JSON alone: the same figures
+    rendered = out.with_suffix(".md").read_text()
+    assert "--render" in rendered and rendered.split("\n", 3)[3] == text.split("\n", 3)[3]
 
 
 @pytest.mark.slow
