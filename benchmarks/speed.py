@@ -42,9 +42,11 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,6 +57,9 @@ from reglab.data import Data, load
 from reglab.engine.grouping import decide, fit_seeds
 from reglab.engine.loop import train_epoch
 from reglab.engine.run import Run, build_run, select_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from by_hand_data import PILImages  # noqa: E402  (shared with study_by_hand.py)
 
 HIDDEN = [1024, 512, 256]
 BATCH = 128
@@ -143,21 +148,6 @@ def mnist1d_config(device: torch.device, bf16: bool) -> RunConfig:
 
 
 # ---- (a) and (b): the by-hand data path ----------------------------------------------------------------
-class PILImages(torch.utils.data.Dataset):
-    """What ``torchvision.datasets.CIFAR10`` does: HWC uint8 arrays, one PIL image per item, transformed."""
-
-    def __init__(self, images_nhwc: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
-        self.images, self.labels, self.transform = images_nhwc, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
-
-
 def pil_dataset(data: Data) -> PILImages:
     from torchvision import transforms as T
 
