@@ -47,7 +47,7 @@ def hash_uniform(key: Tensor, call: Tensor, shape: torch.Size, device: torch.dev
     h = ((h ^ (h >> 16)) * 0x7FEB352D) & _M32
     h = ((h ^ (h >> 15)) * 0x846CA68B) & _M32
     h = h ^ (h >> 16)
-    return (h.to(torch.float32) * (1.0 / 2**32)).clamp_(max=1.0 - 2**-24)
+    return torch.clamp(h.to(torch.float32) * (1.0 / 2**32), max=1.0 - 2**-24)
 
 
 def hash_normal(key: Tensor, call: Tensor, shape: torch.Size, device: torch.device) -> Tensor:
