@@ -284,3 +284,13 @@ MLPs fastest, deeper MLPs and the conv net least.
 |---|---|---|---|---|---|---|
 {chr(10).join(all_rows)}
 """
+
+
+def full_run_time(folder: Path) -> tuple[float, str] | None:
+    """For ``reglab repro --list``: the sum of the runs' training times when ``runs.json`` holds the
+    full grid (every model, alpha and learning rate). The run resumes from ``runs.json`` when
+    interrupted, so its last invocation's wall time is not the full run's."""
+    runs = json.loads((Path(folder) / "runs.json").read_text())
+    if not {(m, a, lr) for m in MODELS for a in ALPHAS for lr in LRS} <= {(r["model"], r["alpha"], r["lr"]) for r in runs}:
+        return None
+    return sum(r["seconds"] for r in runs), f"the sum of the {len(runs)} runs' training times, from results/{Path(folder).name}/runs.json"
