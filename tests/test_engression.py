@@ -406,6 +406,7 @@ def test_engression_ablations_end_to_end(tmp_path, monkeypatch) -> None:
         assert f"{mean:.3f} ± {se:.3f}" in text
     d = [a - b for a, b in zip(errors["samples"]["16"], errors["samples"]["2"])]
     assert f"softplus, error at m = 16 minus m = 2: {sum(d) / 2:+.3f}" in text
+    assert "Over these 7 comparisons" in text
     assert set(saved["diabetes"]) == set(E.DIABETES) and all(len(v) == 2 for v in saved["diabetes"].values())
     assert all(math.isfinite(r["test_rmse"]) and r["test_rmse"] > 1 for r in saved["diabetes"]["MLP (MSE)"])  # target units
     assert "test_crps" in saved["diabetes"]["MLP + engression head"][0]
