@@ -159,10 +159,10 @@ def _plot(errors: dict, path: Path) -> Path:
             keys = sorted(parts[what], key=float)
             stats = [mean_se(_finite(parts[what][k])) for k in keys]
             xs = [float(k) for k in keys]
-            ax.errorbar(xs, [m for m, _ in stats], yerr=[0 if se != se else se for _, se in stats], marker="o",
-                        capsize=3, label=function)
+            bars = ax.errorbar(xs, [m for m, _ in stats], yerr=[0 if se != se else se for _, se in stats], marker="o",
+                               capsize=3, label=f"{function}: mean ± SE (points: seeds)")
             for x, k in zip(xs, keys):
-                ax.scatter([x] * len(parts[what][k]), parts[what][k], s=8, alpha=0.4)
+                ax.scatter([x] * len(parts[what][k]), parts[what][k], s=8, alpha=0.4, color=bars.lines[0].get_color())
     axes[0].set_xscale("log", base=2)
     axes[0].set_xlabel("draws per example in the energy loss (m)")
     axes[1].set_xscale("log", base=2)
