@@ -444,9 +444,11 @@ def full_run_time(folder: Path) -> tuple[float, str] | None:
     runs = json.loads((Path(folder) / "runs.json").read_text())
     if not {(m, a, lr) for m in MODELS for a in ALPHAS for lr in LRS} <= {(r["model"], r["alpha"], r["lr"]) for r in runs}:
         return None
-    seconds, what = sum(r["seconds"] for r in runs), f"the sum of the {len(runs)} runs' training times"
+    name = Path(folder).name
+    seconds, what = sum(r["seconds"] for r in runs), f"the sum of the {len(runs)} runs' training times, from results/{name}/runs.json"
     sweep = Path(folder) / "batch.json"
     if sweep.exists():  # one group time per batch size (its seeds train stacked)
         groups = {(r["batch"], r["clean_passes"]): r["seconds"] for r in json.loads(sweep.read_text())}
-        seconds, what = seconds + sum(groups.values()), what + f" and the batch sweep's {len(groups)} groups"
-    return seconds, f"{what}, from results/{Path(folder).name}/runs.json"
+        seconds += sum(groups.values())
+        what += f", and of the batch sweep's {len(groups)} groups, from batch.json"
+    return seconds, what
