@@ -47,6 +47,7 @@ from ..engine.loop import fit
 from ..engine.progress import progress_bar
 from ..engine.run import select_device
 from ..engine.step import cpu_has_native_bf16
+from ..study.statistics import mean_se, paired_differences, t_test
 
 NAME = "label-noise-mnist"
 SUMMARY = "Rolnick et al. 2017: test accuracy vs alpha noisy labels per clean label, 5 models, Adadelta"
@@ -245,8 +246,6 @@ def _plot_batch(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..study.statistics import mean_se
-
     per = _by_batch(rows)
     first = rows[0]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -273,8 +272,6 @@ def _batch_section(out: Path, n_clean: int) -> str:
     saved = Path(out) / "batch.json"
     if not saved.exists():
         return ""
-    from ..study.statistics import mean_se, paired_differences, t_test
-
     rows = json.loads(saved.read_text())
     per = _by_batch(rows)
     first = rows[0]
