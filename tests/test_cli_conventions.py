@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import reglab
 from reglab.cli import app
 from reglab.repro import REPROS
+from reglab.repro.provenance import full_run_time
 from reglab.study.store import Store
 
 runner = CliRunner()
@@ -86,7 +87,36 @@ def test_listings_show_human_types_and_allowed_values() -> None:
     assert re.search(r"p: float in \[0, 1\) = 0\.5", techniques)
     for listing in (invoke("list", "repro").stdout, invoke("repro", "--list").stdout):
         for name, module in REPROS.items():
-            assert f"{name:<22} {module.SUMMARY}" in listing
+            found = full_run_time(name, module)
+            time = "not measured" if found is None else f"{found[0] / 60:.1f} min ({found[1]})"
+            assert f"{name:<22} {module.SUMMARY}\n  {'':<22} full run: {time}" in listing
+    # the committed runs whose records say they were full runs, read from their own files
+    assert full_run_time("engression-fig4", REPROS["engression-fig4"])[0] == pytest.approx(1584.1, abs=0.1)
+    assert full_run_time("memorization", REPROS["memorization"])[0] == pytest.approx(731.8, abs=0.1)
+
+
+def test_full_run_time_reads_only_full_runs(tmp_path) -> None:
+    import json
+
+    from reglab.repro import provenance
+
+    def write(name: str, file: str, content: dict) -> None:
+        (tmp_path / name).mkdir(exist_ok=True)
+        (tmp_path / name / file).write_text(json.dumps(content))
+
+    write("full", "summary.json", {"budget": "full", "provenance": {"wall_seconds": 600.0}})
+    write("quick", "summary.json", {"budget": "quick", "provenance": {"wall_seconds": 60.0}})
+    write("timing", "results.json", {"timing": {"wall": 90.0, "cpu": 80.0, "quick": False}})
+    write("timing-quick", "results.json", {"timing": {"wall": 9.0, "quick": True}})
+    write("seconds", "results.json", {"config": {"quick": False}, "seconds": {"total": 120.0, "training": 100.0}})
+    write("no-flag", "results.json", {"seconds": 0.07})  # a resumed run's last invocation: not the full run
+    write("broken", "summary.json", {"budget": "full"})
+    read = lambda name: provenance.full_run_time(name, root=tmp_path)  # noqa: E731
+    assert read("full") == (600.0, "wall clock, from results/full/summary.json")
+    assert read("timing") == (90.0, "wall clock, from results/timing/results.json")
+    assert read("seconds")[0] == 120.0
+    for name in ("quick", "timing-quick", "no-flag", "broken", "absent"):
+        assert read(name) is None, name
 
 
 def test_install_hints_and_defaults_survive_in_help_texts() -> None:

@@ -369,3 +369,36 @@ def test_csv_splits(tmp_path):
     df.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ReglabError, match=r"column 'split' has values \['holdout'\] \(allowed: train, val, test\)"):
         load(f"csv:{tmp_path / 'bad.csv'}", target="price")
+
+
+# --------------------------------------------------------------------------------------- diabetes
+def test_diabetes_shapes_splits_and_standardization():
+    from sklearn.datasets import load_diabetes
+
+    raw = load_diabetes(scaled=False)
+    d = load("diabetes")
+    assert d.task == "regression" and d.input_shape == (10,) and d.num_outputs == 1
+    assert (len(d.train), len(d.val), len(d.test)) == (318, 35, 89)  # 442 rows: 20 % test, 10 % of the rest val
+    assert d.info["features"] == ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+    # inputs standardized by the training split only
+    torch.testing.assert_close(d.mean, d.train.x.mean(0))
+    torch.testing.assert_close(d.std, d.train.x.std(0))
+    z = (d.train.x - d.mean) / d.std
+    torch.testing.assert_close(z.mean(0), torch.zeros(10), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(10))
+    # targets standardized by the training targets; mapped back, they are the raw targets of the same rows
+    torch.testing.assert_close(d.train.y.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(d.train.y.std(), torch.tensor(1.0))
+    rows = {tuple(r): t for r, t in zip(raw.data.round(4).tolist(), raw.target.tolist())}
+    for split in (d.train, d.val, d.test):
+        back = split.y * d.info["target_std"] + d.info["target_mean"]
+        expected = torch.tensor([rows[tuple(r)] for r in np.round(split.x.double().numpy(), 4).tolist()])
+        torch.testing.assert_close(back.double(), expected.double(), atol=1e-3, rtol=0)
+    # the splits partition the 442 rows, and the test split does not move with split_seed
+    every = torch.cat([d.train.x, d.val.x, d.test.x])
+    assert len(torch.unique(every, dim=0)) == 442
+    other = load("diabetes", split_seed=1)
+    torch.testing.assert_close(other.test.x, d.test.x)
+    assert not torch.equal(other.val.x, d.val.x)
+    plain = load("diabetes", scale_target=False)
+    assert plain.info["target_std"] == 1.0 and 25 <= float(plain.train.y.min()) and float(plain.train.y.max()) <= 346

@@ -359,3 +359,66 @@ def test_fig4_extrapolation_error_splits_the_grid_at_the_training_range() -> Non
     outside, inside = extrapolation_error(pred, grid, "square")
     torch.testing.assert_close(outside, torch.tensor([0.0, 2.0, 0.5]))
     torch.testing.assert_close(inside, torch.tensor([0.0, 0.0, 0.5]))
+
+
+# ---- the ablations reproduction (draws per example, noise scale, a head on diabetes) ----------------
+@pytest.mark.parametrize("m", [2, 16])
+def test_samples_and_noise_scale_knobs_reach_the_model_and_the_loss(m: int) -> None:
+    data = load("synthetic", n_train=50, n_test=10)
+    torch.manual_seed(0)
+    model = make("engression", noise_dim=3, samples=m, noise_scale=4.0).apply_model(resmlp((1,), 1, hidden=8, blocks=1), data)
+    assert model.samples == m and model.noise_scale == 4.0
+    out = model.train()(torch.randn(6, 1))
+    assert out.shape == (6, m, 1)  # m draws per example for the energy loss
+    y = torch.randn(6, 1)
+    torch.testing.assert_close(energy_loss(out, y), _loop_loss(out, y))  # the docstring's formula with this m
+    eps = model.draw_noise(20_000, out)
+    assert eps.std().item() == pytest.approx(4.0, rel=0.03) and abs(eps.mean().item()) < 0.1
+
+
+def test_engression_ablations_end_to_end(tmp_path, monkeypatch) -> None:
+    import json
+
+    from reglab.repro import REPROS
+    from reglab.repro import engression_ablations as E
+
+    assert REPROS["engression-ablations"] is E
+    tiny = dict(seeds=2, n=120, batch=60, steps=10, hidden=8, blocks=1, noise_dim=2, draws=16, grid=13, eval_every=5,
+                diabetes_seeds=2, diabetes_epochs=1)
+    for key, value in tiny.items():
+        monkeypatch.setitem(E.QUICK, key, value)
+    path = E.run(tmp_path, quick=True, progress=False)
+    for name in ("RESULTS.md", "summary.json", "results.json", "samples_noise.png", "diabetes.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    text = path.read_text()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert f"Command: `reglab repro engression-ablations --quick -o {tmp_path}`" in text
+    assert "Seeds 0..1 for parts 1-2" in text and "QUICK budget" in text
+    errors = saved["errors"]["softplus"]
+    assert sorted(errors["samples"], key=int) == ["2", "4", "8", "16"] and sorted(errors["noise_scale"]) == ["0.25", "1", "4"]
+    assert errors["noise_scale"]["1"] == errors["samples"]["2"]  # scale 1 is the m = 2 run
+    assert errors["samples"]["16"] != errors["samples"]["2"] and errors["noise_scale"]["4"] != errors["samples"]["2"]
+    for m in (2, 16):  # the table's cells are the mean ± SE of the saved per-seed errors
+        values = errors["samples"][str(m)]
+        assert len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values)
+        mean, se = sum(values) / 2, abs(values[0] - values[1]) / 2
+        assert f"{mean:.3f} ± {se:.3f}" in text
+    d = [a - b for a, b in zip(errors["samples"]["16"], errors["samples"]["2"])]
+    assert f"softplus, error at m = 16 minus m = 2: {sum(d) / 2:+.3f}" in text
+    assert "Over these 7 comparisons" in text
+    assert set(saved["diabetes"]) == set(E.DIABETES) and all(len(v) == 2 for v in saved["diabetes"].values())
+    assert all(math.isfinite(r["test_rmse"]) and r["test_rmse"] > 1 for r in saved["diabetes"]["MLP (MSE)"])  # target units
+    assert "test_crps" in saved["diabetes"]["MLP + engression head"][0]
+    heads = {h["figure"]: h for h in summary["headlines"]}
+    assert heads["extrapolation error, softplus, m=16"]["ours"]["values"] == errors["samples"]["16"]
+    assert all(h["ours"]["seeds"] == 2 and h["published"] is None for h in heads.values())
+    assert summary["budget"] == "quick" and summary["provenance"]["wall_seconds"] > 0
+    assert E.render(tmp_path).read_text() == text  # RESULTS.md is a function of results.json
+
+
+def test_engression_ablations_cells_count_diverged_seeds() -> None:
+    from reglab.repro.engression_ablations import _fmt
+
+    assert _fmt([1.0, math.nan, 3.0]) == "2.000 ± 1.000 (1 of 3 diverged)"
+    assert _fmt([1.0, 3.0]) == "2.000 ± 1.000"

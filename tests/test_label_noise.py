@@ -177,3 +177,41 @@ def test_repro_skips_recorded_runs_and_merges(tmp_path, monkeypatch) -> None:
     text = (tmp_path / "RESULTS.md").read_text()
     assert "## Longer training" in text and "| perceptron | 100 | 0.1 |" in text
     assert len(json.loads((tmp_path / "runs.json").read_text())) == 4
+
+
+def test_repro_batch_sweep_trains_equal_examples_per_batch_and_reports_paired_seeds(tmp_path, monkeypatch) -> None:
+    """The batch-size figure: each batch size sees the same examples (more steps for smaller batches),
+    seeds train stacked through fit, a rerun trains nothing recorded, and the section's numbers are the
+    recorded ones."""
+    offline("mnist", "train-images-idx3-ubyte.gz")
+    import json
+    from dataclasses import replace
+
+    import reglab.repro.label_noise_mnist as repro
+    from reglab.study.statistics import mean_se
+
+    monkeypatch.setattr(repro, "MIN_STEPS", 1)
+    clean = load("mnist", val_fraction=repro.VAL_FRACTION, split_seed=0)
+    clean = replace(clean, train=Split(clean.train.x[:2000], clean.train.y[:2000]), val=Split(clean.val.x[:500], clean.val.y[:500]),
+                    test=Split(clean.test.x[:500], clean.test.y[:500]))
+    sweep = dict(model="perceptron", alpha=1, lr=1.0, batches=[64, 256], seeds=[0, 1, 2])
+    rows = repro.batch_sweep(tmp_path, clean, sweep, clean_passes=2, progress=False)
+    assert [(r["batch"], r["seed"]) for r in rows] == [(64, 0), (64, 1), (64, 2), (256, 0), (256, 1), (256, 2)]
+    assert {r["batch"]: r["budget"] for r in rows} == {64: 125, 256: 32}  # ceil(2 x 2000 x 2 / batch)
+    assert all(0.1 < r["test_accuracy"] <= 1 for r in rows)
+    assert len({r["test_accuracy"] for r in rows if r["batch"] == 64}) == 3  # the seeds differ
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a recorded batch size was retrained")
+
+    monkeypatch.setattr(repro, "train_seeds", no_training)
+    assert repro.batch_sweep(tmp_path, clean, sweep, clean_passes=2, progress=False) == rows
+    text = repro._batch_section(tmp_path, len(clean.train))
+    acc = {b: [100 * r["test_accuracy"] for r in rows if r["batch"] == b] for b in (64, 256)}
+    m, se = mean_se(acc[256])
+    assert f"| 256 | 32 | {m:.2f} ± {se:.2f} |" in text
+    d = [a - b for a, b in zip(acc[256], acc[64])]
+    assert f"- batch 256 minus batch 64: {sum(d) / 3:+.2f} ± {mean_se(d)[1]:.2f} points" in text
+    assert "seeds 0, 1, 2" in text and f"reglab repro label-noise-mnist -o {tmp_path}" in text
+    repro._plot_batch(json.loads((tmp_path / "batch.json").read_text()), tmp_path / "batch.png")
+    assert (tmp_path / "batch.png").stat().st_size > 0

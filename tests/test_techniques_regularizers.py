@@ -464,6 +464,17 @@ def test_hash_uniform_is_uniform_and_depends_on_key_and_call():
         assert abs(torch.corrcoef(torch.stack([u.flatten(), other.flatten()]))[0, 1].item()) < 0.01
 
 
+def test_hash_uniform_never_rounds_up_to_one_and_hash_normal_stays_finite():
+    # key 7, call 0: the hash at position 667387 is within 128 of 2**32, which a float32 rounds to 1.0
+    # (Box-Muller then drew an infinite noise value: engression's training loss became NaN)
+    from reglab.models.seeded import hash_normal
+
+    key, shape, cpu = torch.tensor(7), torch.Size([667388]), torch.device("cpu")
+    u = hash_uniform(key, torch.tensor(0), shape, cpu)
+    assert u[-1] > 1 - 2**-23 and u.max() < 1  # the top value, kept below 1
+    assert torch.isfinite(hash_normal(key, torch.tensor(0), shape, cpu)).all()  # u1 is call 2 * 0
+
+
 def test_dropout_sits_after_every_activation_and_acts_only_in_training():
     cfg = config([{"name": "dropout", "p": 0.25}], model_options={"hidden": [64, 32]})
     model = model_of(cfg)

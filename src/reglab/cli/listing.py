@@ -9,6 +9,7 @@ from .. import options
 from ..data import DATASETS, _import_loaders
 from ..models import MODELS, _import_builders
 from ..repro import REPROS
+from ..repro.provenance import full_run_time
 from ..study.builtin import BUILTIN
 from ..techniques import TECHNIQUES, _discover
 
@@ -68,7 +69,18 @@ def studies() -> str:
 
 
 def repros() -> str:
-    lines = ["REPRODUCTIONS  (reglab repro NAME [--quick])"]
+    """Each reproduction, its summary, and how long its committed full run took (measured, from the
+    run's own record in ``results/<name>/``), or "not measured"."""
+    lines = ["REPRODUCTIONS  (reglab repro NAME [--quick]; full-run times as measured on the machine that ran them)"]
     for name, module in sorted(REPROS.items()):
         lines.append(f"  {name:<22} {module.SUMMARY}")
+        lines.append(f"  {'':<22} full run: {full_run_text(name, module)}")
     return "\n".join(lines) + "\n"
+
+
+def full_run_text(name: str, module: object) -> str:
+    found = full_run_time(name, module)
+    if found is None:
+        return f"not measured (no full run's time recorded in results/{name}/)"
+    seconds, what = found
+    return f"{seconds / 60:.1f} min ({what})"

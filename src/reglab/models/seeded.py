@@ -38,13 +38,16 @@ def layer_key(tag: str) -> int:
 
 def hash_uniform(key: Tensor, call: Tensor, shape: torch.Size, device: torch.device) -> Tensor:
     """Uniform [0, 1) floats of ``shape``, a function of (key, call, position) only (a 32-bit
-    integer mix in the style of Wang/Murmur3's finalizer, computed in int64)."""
+    integer mix in the style of Wang/Murmur3's finalizer, computed in int64). A float32 has 24
+    significant bits, so ``h / 2**32`` rounds to 1.0 for the top 128 hash values (about one draw in
+    3e7); those are clamped to the largest float32 below 1, so the interval stays half-open and
+    :func:`hash_normal`'s ``log1p(-u)`` stays finite."""
     pos = torch.arange(math.prod(shape), device=device, dtype=torch.int64).reshape(shape)
     h = (pos * 0x9E3779B1 + call * 0x85EBCA77 + key) & _M32
     h = ((h ^ (h >> 16)) * 0x7FEB352D) & _M32
     h = ((h ^ (h >> 15)) * 0x846CA68B) & _M32
     h = h ^ (h >> 16)
-    return h.to(torch.float32) * (1.0 / 2**32)
+    return torch.clamp(h.to(torch.float32) * (1.0 / 2**32), max=1.0 - 2**-24)
 
 
 def hash_normal(key: Tensor, call: Tensor, shape: torch.Size, device: torch.device) -> Tensor:

@@ -19,6 +19,7 @@ Run: ``reglab repro distillation-mnist [-o folder] [--quick]`` (``REGLAB_DATA`` 
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,13 @@ to pick the best epoch (never for a gradient step):
   seed noise.
 - Train on 54,000 examples (6,000 held out for validation) instead of 60,000.
 """
+
+
+def full_run_time(folder: Path) -> tuple[float, str] | None:
+    """The committed run's wall seconds when it was a full run (every configuration trained for the
+    full number of epochs), for ``reglab repro --list``."""
+    saved = json.loads((Path(folder) / "results.json").read_text())
+    epochs = {name: r["epochs"] for name, r in saved["results"].items()}
+    if epochs.pop("big") != BIG_EPOCHS or any(e != SMALL_EPOCHS for e in epochs.values()):
+        return None
+    return saved["seconds"], f"wall clock, from results/{Path(folder).name}/results.json"

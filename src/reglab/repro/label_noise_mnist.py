@@ -16,6 +16,10 @@ Batch 1024 instead of the paper's 128 (CPU budget: 8x fewer steps for the same e
 batch-size experiments find larger batches *help* under noise, so say so beside the comparison). bf16 autocast
 where the device runs it natively (CUDA; CPUs with AVX512-BF16/AMX).
 
+The full budget then runs the batch-size figure (the paper's Section 5, "the effective batch size"):
+:data:`SWEEP`'s model at a fixed alpha, each batch size shown the same number of examples, on 3 paired
+seeds (:func:`batch_sweep`, recorded in ``batch.json``; RESULTS.md gives the paired differences).
+
 Run: ``reglab repro label-noise-mnist [-o folder] [--quick]`` (``REGLAB_DATA`` must hold MNIST);
 :func:`extend` trains one cell of the grid for longer.
 Runs already recorded in ``runs.json`` of the output folder are skipped, so an interrupted run
@@ -43,6 +47,7 @@ from ..engine.loop import fit
 from ..engine.progress import progress_bar
 from ..engine.run import select_device
 from ..engine.step import cpu_has_native_bf16
+from ..study.statistics import mean_se, paired_differences, t_test
 
 NAME = "label-noise-mnist"
 SUMMARY = "Rolnick et al. 2017: test accuracy vs alpha noisy labels per clean label, 5 models, Adadelta"
@@ -58,6 +63,10 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "MLP4": ("mlp", {"hidden": [256] * 4}),
     "conv4": ("convnet", {"channels": [16, 32, 32], "kernel_size": 3}),
 }
+#: the batch-size figure (Rolnick et al. 2017, Section 5, "the effective batch size"): one model at a fixed
+#: alpha and learning rate, each batch size trained on the same number of examples (``CLEAN_PASSES``
+#: clean passes' worth), paired seeds (same noisy set; seed-specific initialization and order)
+SWEEP: dict[str, Any] = dict(model="MLP1", alpha=20, lr=1.0, batches=[128, 512, 2048], seeds=[0, 1, 2])
 #: Rolnick et al. 2017 (abstract, Figure 1): the conv net's MNIST test accuracy at alpha = 100, "above 90 percent"
 PUBLISHED_CONV_ALPHA100 = 91.0
 
@@ -86,6 +95,52 @@ def train_one(data: Any, model: str, options: dict[str, Any], lr: float, steps: 
             "best_step": history[int(m["best_epoch"]) - 1]["step"], "steps": history[-1]["step"], "budget": steps,
             "seconds": time.perf_counter() - t0, "amp": config.amp, "device": str(select_device(config.device)),
             "curve": [r["val_accuracy"] for r in history]}
+
+
+def train_seeds(data: Any, model: str, options: dict[str, Any], lr: float, steps: int, batch: int,
+                seeds: list[int]) -> list[dict[str, Any]]:
+    """Like :func:`train_one` with batch ``batch``, for several seeds stacked in one
+    ``reglab.engine.loop.fit`` call; one record per seed (``seconds`` is the whole group's)."""
+    config = RunConfig(dataset=data.name, model=model, model_options=options, batch_size=batch, seed=seeds[0],
+                       amp=_amp(), steps=steps, eval_every=max(1, steps // EVALS), eval_train=False,
+                       techniques=[{"name": "adadelta", "lr": lr}, {"name": "early_stopping", "patience": PATIENCE}])
+    t0 = time.perf_counter()
+    results = fit(config, seeds, data=data, progress=False, keep_models=False)
+    seconds = time.perf_counter() - t0
+    return [{"seed": seed, "val_accuracy": r.metrics["best_val_accuracy"], "test_accuracy": r.metrics["test_accuracy"],
+             "best_step": r.history[int(r.metrics["best_epoch"]) - 1]["step"], "steps": r.history[-1]["step"],
+             "budget": steps, "seconds": seconds, "threads": torch.get_num_threads()} for seed, r in zip(seeds, results)]
+
+
+def sweep_steps(batch: int, alpha: int, n_clean: int, clean_passes: float = CLEAN_PASSES) -> int:
+    """Steps of batch ``batch`` that show the examples of :func:`budget` (at least ``MIN_STEPS``)."""
+    return max(MIN_STEPS, math.ceil(clean_passes * n_clean * (1 + alpha) / batch))
+
+
+def batch_sweep(out: Path, clean: Any, sweep: dict[str, Any] = SWEEP, clean_passes: float = CLEAN_PASSES,
+                progress: bool = True) -> list[dict[str, Any]]:
+    """Test accuracy against the batch size at ``sweep["alpha"]``: every batch size in ``sweep["batches"]``
+    on the seeds ``sweep["seeds"]``, recorded in ``out/batch.json`` (seeds already recorded there are
+    skipped, so an interrupted sweep continues)."""
+    saved = Path(out) / "batch.json"
+    rows: list[dict[str, Any]] = json.loads(saved.read_text()) if saved.exists() else []
+    data = with_label_noise(clean, "noisy_labels", alpha=sweep["alpha"], seed=0)
+    name, options = MODELS[sweep["model"]]
+    for batch in sweep["batches"]:
+        cell = (sweep["model"], sweep["alpha"], sweep["lr"], batch, clean_passes)
+        done = {r["seed"] for r in rows if (r["model"], r["alpha"], r["lr"], r["batch"], r["clean_passes"]) == cell}
+        seeds = [s for s in sweep["seeds"] if s not in done]
+        if not seeds:
+            continue
+        steps = sweep_steps(batch, sweep["alpha"], len(clean.train), clean_passes)
+        new = train_seeds(data, name, options, sweep["lr"], steps, batch, seeds)
+        rows += [{"model": sweep["model"], "alpha": sweep["alpha"], "lr": sweep["lr"], "batch": batch,
+                  "clean_passes": clean_passes, **r} for r in new]
+        saved.write_text(dumps(rows, indent=1))
+        if progress:
+            print(f"[{NAME}] batch sweep: batch {batch}, {steps} steps, seeds {seeds}: test accuracy "
+                  + ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in new) + f" ({new[0]['seconds']:.0f} s)", flush=True)
+    return rows
 
 
 def run(out: Path, *, quick: bool = False, progress: bool = True, models: list[str] | None = None,
@@ -123,10 +178,14 @@ def run(out: Path, *, quick: bool = False, progress: bool = True, models: list[s
                                         f"test={100 * r['test_accuracy']:.2f} steps={r['steps']}/{steps} {r['seconds']:.0f}s")
     if bar is not None:
         bar.close()
+    if not quick:
+        batch_sweep(out, clean, progress=progress)
     total = time.perf_counter() - t0
     best = select(runs)
     (out / "results.json").write_text(dumps({"runs": runs, "selected": best, "seconds": total}, indent=1))
     _plot(best, out / "label_noise_mnist.png")
+    if (out / "batch.json").exists():
+        _plot_batch(json.loads((out / "batch.json").read_text()), out / "label_noise_batch.png")
     path = out / "RESULTS.md"
     path.write_text(_markdown(runs, best, quick, passes, len(clean.train), out))
     return path
@@ -168,6 +227,95 @@ then `reglab repro label-noise-mnist -o {out}` (nothing retrained) to re-render 
 | model | alpha | lr | test acc, {CLEAN_PASSES:g} clean passes (%) | clean passes | val acc (%) | test acc (%) | best step / steps | time |
 |---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
+"""
+
+
+def _by_batch(rows: list[dict[str, Any]]) -> dict[int, dict[int, dict[str, Any]]]:
+    """batch -> seed -> record, for the sweep setting of the first record."""
+    cell = lambda r: (r["model"], r["alpha"], r["lr"], r["clean_passes"])  # noqa: E731
+    out: dict[int, dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        if cell(r) == cell(rows[0]):
+            out.setdefault(r["batch"], {})[r["seed"]] = r
+    return dict(sorted(out.items()))
+
+
+def _plot_batch(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = _by_batch(rows)
+    first = rows[0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for batch, seeds in per.items():
+        acc = [100 * r["test_accuracy"] for r in seeds.values()]
+        ax.scatter([batch] * len(acc), acc, color="tab:blue", alpha=0.5, s=15)
+    stats = [mean_se([100 * r["test_accuracy"] for r in seeds.values()]) for seeds in per.values()]
+    ax.errorbar(list(per), [m for m, _ in stats], yerr=[0 if se != se else se for _, se in stats], color="k", marker="s",
+                capsize=4, label="mean ± SE over seeds (points: seeds)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size (the same number of training examples for each)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{first['model']}, alpha = {first['alpha']}, Adadelta lr {first['lr']:g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _batch_section(out: Path, n_clean: int) -> str:
+    """The "Batch size at a fixed alpha" section from ``out/batch.json`` (empty when there is none),
+    with the paired comparison of each batch size with the smallest, computed from the seeds."""
+    saved = Path(out) / "batch.json"
+    if not saved.exists():
+        return ""
+    rows = json.loads(saved.read_text())
+    per = _by_batch(rows)
+    first = rows[0]
+    table = []
+    for batch, seeds in per.items():
+        acc = [100 * r["test_accuracy"] for r in seeds.values()]
+        m, se = mean_se(acc)
+        one = next(iter(seeds.values()))
+        table.append(f"| {batch} | {one['budget']:,} | {m:.2f} ± {se:.2f} | {', '.join(f'{a:.2f}' for a in acc)} | "
+                     f"{', '.join(str(r['best_step']) for r in seeds.values())} | {one['seconds']:.0f} |")
+    small = min(per)
+    lines = []
+    for batch in list(per)[1:]:
+        common = sorted(set(per[batch]) & set(per[small]))
+        d = paired_differences([100 * per[batch][s]["test_accuracy"] for s in common],
+                               [100 * per[small][s]["test_accuracy"] for s in common])
+        m, se = mean_se(d)
+        lo, hi = t_test(d)[1]
+        if lo == lo and (lo > 0 or hi < 0):
+            said = f"batch {batch} is {'more' if m > 0 else 'less'} accurate than batch {small} (the interval excludes 0)"
+        else:
+            said = f"not resolved from batch {small} at {len(d)} seeds (the interval contains 0)"
+        lines.append(f"- batch {batch} minus batch {small}: {m:+.2f} ± {se:.2f} points (95 % t interval "
+                     f"[{lo:+.2f}, {hi:+.2f}], {len(d)} paired seeds): {said}.")
+    seeds_used = sorted({s for v in per.values() for s in v})
+    passes, alpha = first["clean_passes"], first["alpha"]
+    return f"""## Batch size at a fixed alpha (the effective batch size)
+
+Rolnick et al. (Section 5) argue that the noisy labels' gradients largely cancel within a batch, so a larger
+batch is effectively less noisy and training more robust to label noise. Here: {first['model']} at alpha = {alpha},
+Adadelta lr {first['lr']:g}; every batch size is shown the same {passes:g} clean passes' worth of examples
+({passes:g} x {1 + alpha} x {n_clean:,}, so smaller batches take more steps), with validation and early stopping as
+above; seeds {', '.join(map(str, seeds_used))} (paired: the same noisy set, noise seed 0; seed-specific initialization and
+data order). Produced by `reglab repro {NAME} -o {out}` (the full budget runs this sweep after the grid and
+records it in batch.json; recorded batch sizes are not retrained).
+
+| batch | steps | test acc (%), mean ± SE | per seed | best step per seed | seconds (seeds stacked) |
+|---|---|---|---|---|---|
+{chr(10).join(table)}
+
+{chr(10).join(lines)}
+
+![test accuracy vs batch size](label_noise_batch.png)
+
 """
 
 
@@ -278,9 +426,26 @@ MLPs fastest, deeper MLPs and the conv net least.
   {sorted({r['lr'] for r in runs})} only; one seed; hidden widths 256 and a small conv net (16/32/32 filters) chosen for the CPU.
 
 {_longer(out, runs)}
-## Every run
+{_batch_section(out, n_clean)}## Every run
 
 | model | alpha | lr | val acc (%) | test acc (%) | best step / steps / budget | seconds |
 |---|---|---|---|---|---|---|
 {chr(10).join(all_rows)}
 """
+
+
+def full_run_time(folder: Path) -> tuple[float, str] | None:
+    """For ``reglab repro --list``: the sum of the runs' training times when ``runs.json`` holds the
+    full grid (every model, alpha and learning rate). The run resumes from ``runs.json`` when
+    interrupted, so its last invocation's wall time is not the full run's."""
+    runs = json.loads((Path(folder) / "runs.json").read_text())
+    if not {(m, a, lr) for m in MODELS for a in ALPHAS for lr in LRS} <= {(r["model"], r["alpha"], r["lr"]) for r in runs}:
+        return None
+    name = Path(folder).name
+    seconds, what = sum(r["seconds"] for r in runs), f"the sum of the {len(runs)} runs' training times, from results/{name}/runs.json"
+    sweep = Path(folder) / "batch.json"
+    if sweep.exists():  # one group time per batch size (its seeds train stacked)
+        groups = {(r["batch"], r["clean_passes"]): r["seconds"] for r in json.loads(sweep.read_text())}
+        seconds += sum(groups.values())
+        what += f", and of the batch sweep's {len(groups)} groups, from batch.json"
+    return seconds, what

@@ -8,9 +8,14 @@ machine-readable headline summary.
 - :func:`headline` is one entry of ``summary.json``: per figure, ours (mean, standard error, seeds),
   the published anchor, the band used to judge agreement and whether ours lies inside it.
   :func:`write_summary` writes the file next to RESULTS.md.
+- :func:`full_run_time` is how long a reproduction's full run took, read from what that run wrote
+  into its committed folder ``results/<name>/`` (``reglab repro --list`` shows it); None where no
+  full run's time was recorded.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -77,3 +82,50 @@ def write_summary(out: Path, name: str, prov: dict[str, Any], headlines: list[di
     path.write_text(dumps({"reproduction": name, "budget": "quick" if quick else "full", "provenance": prov,
                            "headlines": headlines}, indent=1))
     return path
+
+
+RESULTS_ROOT = Path(__file__).resolve().parents[3] / "results"
+"""The committed reproductions' folders (``results/<name>/`` at the repository root)."""
+
+
+def full_run_time(name: str, module: Any = None, root: Path | None = None) -> tuple[float, str] | None:
+    """Seconds of the committed full run of reproduction ``name`` and what they are (wall clock, from
+    which file), or None when ``results/<name>/`` records no full run's time.
+
+    A module may read its own folder (``full_run_time(folder) -> (seconds, source) | None``); the
+    default, :func:`recorded_full_run`, reads the formats the reproductions write."""
+    folder = (RESULTS_ROOT if root is None else Path(root)) / name
+    if not folder.is_dir():
+        return None
+    reader = getattr(module, "full_run_time", None) or recorded_full_run
+    try:
+        found = reader(folder)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # an unreadable or older file: not measured
+        return None
+    if found is None or not (isinstance(found[0], (int, float)) and math.isfinite(found[0]) and found[0] > 0):
+        return None
+    return float(found[0]), found[1]
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def recorded_full_run(folder: Path) -> tuple[float, str] | None:
+    """The full run's wall seconds from ``summary.json`` (``budget: full``, ``provenance.wall_seconds``)
+    or ``results.json`` (``timing: {wall, quick: false}``, or ``seconds`` -- a number or
+    ``{total}`` -- beside ``config.quick: false``); None when neither records a full run's time."""
+    summary = _json(folder / "summary.json")
+    if isinstance(summary, dict) and summary.get("budget") == "full":
+        return summary["provenance"]["wall_seconds"], f"wall clock, from results/{folder.name}/summary.json"
+    results = _json(folder / "results.json")
+    if not isinstance(results, dict):
+        return None
+    timing = results.get("timing")
+    if isinstance(timing, dict) and timing.get("quick") is False:
+        return timing["wall"], f"wall clock, from results/{folder.name}/results.json"
+    config = results.get("config")
+    if isinstance(config, dict) and config.get("quick") is False and "seconds" in results:
+        seconds = results["seconds"]
+        return (seconds["total"] if isinstance(seconds, dict) else seconds), f"wall clock, from results/{folder.name}/results.json"
+    return None
