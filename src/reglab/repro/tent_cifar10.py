@@ -210,7 +210,8 @@ def run(out: Path, *, quick: bool = False, progress: bool = True) -> Path:
     _plot_sensitivity(sens, cfg, reference, out / "sensitivity.png")
     (out / "results.json").write_text(dumps(
         {"config": cfg, "train_metrics": train_metrics, "clean": clean, "table": table, "mean_error": means,
-         "sensitivity": sens, "sensitivity_reference": reference, "provenance": prov}, indent=1))
+         "sensitivity": sens, "sensitivity_reference": reference, "provenance": prov,
+         "timing": {"wall": wall, "cpu": cpu, "quick": quick}}, indent=1))
     (out / "RESULTS.md").write_text(_markdown(cfg, quick, out, train_metrics, clean, table, means, sens, reference,
                                               (wall, cpu, t_train, t_eval, t_sens), prov))
     return out / "RESULTS.md"
