@@ -48,7 +48,6 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
