@@ -10,7 +10,8 @@ import difflib
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 import pydantic
@@ -107,3 +108,18 @@ def call(fn: Callable[..., Any], what: str, /, *args: Any, **options: Any) -> An
         return validated(*args, **options)
     except pydantic.ValidationError as err:
         raise ReglabError(format_validation_error(err, what)) from None
+
+
+@contextmanager
+def registered_while(registry: MutableMapping[str, Any], name: str, entry: Any) -> Iterator[str]:
+    """``registry[name] = entry`` while the block runs (yields ``name``); afterwards the previous entry
+    is back, or the name is gone if it had none (a user's model or data registered for one call)."""
+    previous = registry.get(name)
+    registry[name] = entry
+    try:
+        yield name
+    finally:
+        if previous is None:
+            registry.pop(name, None)
+        else:
+            registry[name] = previous

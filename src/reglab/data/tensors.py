@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ReglabError
+from ..options import registered_while
 from . import DATASETS, DatasetEntry
 from .base import Data, Split, Task, carve_validation, channel_stats
 
@@ -220,12 +221,5 @@ def registered(data: Data) -> Iterator[str]:
     def loader(_path: None, *, val_fraction: float = 0.1, split_seed: int = 0) -> Data:
         return data
 
-    previous = DATASETS.get(name)
-    DATASETS[name] = DatasetEntry(name, loader, "your own data (in memory, for the duration of one call)")
-    try:
+    with registered_while(DATASETS, name, DatasetEntry(name, loader, "your own data (in memory, for the duration of one call)")):
         yield name
-    finally:
-        if previous is None:
-            DATASETS.pop(name, None)
-        else:
-            DATASETS[name] = previous

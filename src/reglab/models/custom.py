@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ReglabError
+from ..options import registered_while
 from . import MODELS, ModelEntry
 
 PREFIX = "custom:"
@@ -101,12 +102,5 @@ def registered(model: nn.Module | Callable[[], nn.Module],
                init: Callable[[nn.Module], object] | None = None) -> Iterator[str]:
     """Register a user's model under its ``custom:`` name while the block runs; yields the name."""
     name, build = builder_of(model, init)
-    previous = MODELS.get(name)
-    MODELS[name] = ModelEntry(name, build, "your own model (in memory, for the duration of one call)")
-    try:
+    with registered_while(MODELS, name, ModelEntry(name, build, "your own model (in memory, for the duration of one call)")):
         yield name
-    finally:
-        if previous is None:
-            MODELS.pop(name, None)
-        else:
-            MODELS[name] = previous
